@@ -1,0 +1,102 @@
+"""Command-line entry point: argument parsing and dispatch only.
+
+Each command names a ``module:function`` taking the parsed ``argparse.Namespace``; modules
+are imported only when their command runs, so ``genrec --help`` stays fast. A
+:class:`~genrec.errors.GenrecError` becomes ``error: ...`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from genrec.errors import GenrecError
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="convert raw data into a canonical dataset directory")
+    p.add_argument("--format", required=True,
+                   help="source format: lcrec, p5, movielens, recbole, amazon, table")
+    p.add_argument("--path", required=True, help="input file or directory")
+    p.add_argument("--out", required=True, help="output dataset directory")
+    p.add_argument("--strict", action="store_true",
+                   help="fail on interactions whose item is missing from the item table")
+    p.add_argument("--min-user-interactions", type=int, default=3,
+                   help="drop users with fewer interactions (default 3, the leave-one-out minimum)")
+    p.add_argument("--keep-cold-items", action="store_true",
+                   help="keep items that no kept user interacted with")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader option, repeatable (e.g. --opt user_col=uid; see docs/data.md)")
+    p.set_defaults(handler="genrec.data.prepare:main")
+
+
+def _add_fetch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fetch", help="download an embedded default dataset (cached, sha256-verified)")
+    p.add_argument("name", help="dataset name: ml-100k")
+    p.add_argument("--out", required=True, help="output canonical dataset directory")
+    p.set_defaults(handler="genrec.data.fetch:main")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genrec", description="Generative LLM recommenders, EAGER-LLM style.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="fetch and prepare datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    _add_prepare(data_sub)
+    _add_fetch(data_sub)
+
+    p = sub.add_parser("baseline", help="train and evaluate a baseline (popularity or SASRec)")
+    p.add_argument("--data", required=True, help="canonical dataset directory")
+    p.add_argument("--model", required=True, choices=["pop", "sasrec"])
+    p.add_argument("--out", required=True, help="output directory (metrics.json, config, checkpoint)")
+    p.add_argument("--config", default=None, help="optional YAML with model/training settings")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. epochs=50")
+    p.set_defaults(handler="genrec.baselines.run:main")
+
+    tok = sub.add_parser("tokens", help="build, inspect and extend item token vocabularies")
+    tok_sub = tok.add_subparsers(dest="tokens_command", required=True)
+    p = tok_sub.add_parser("build", help="build a dual-stream item tokenizer from a recipe")
+    p.add_argument("--config", required=True, help="recipe YAML (see recipes/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(handler="genrec.item_tokenizer.build:main")
+    p = tok_sub.add_parser("inspect", help="print a tokenizer's statistics and sample items")
+    p.add_argument("dir", help="tokenizers_out/NAME directory")
+    p.add_argument("-n", type=int, default=10, help="how many sample items to show")
+    p.set_defaults(handler="genrec.item_tokenizer.build:inspect_main")
+    p = tok_sub.add_parser("assign", help="give codes to new (cold-start) items without a rebuild")
+    p.add_argument("--tokenizer", required=True, help="tokenizers_out/NAME directory (updated in place)")
+    p.add_argument("--items", required=True, help="JSONL of new items ({item_id, title, description, ...})")
+    p.set_defaults(handler="genrec.item_tokenizer.build:assign_main")
+
+    p = sub.add_parser("demo", help="run the end-to-end demo on the embedded default")
+    p.add_argument("--out", default="runs/demo", help="output directory")
+    p.set_defaults(handler="genrec.demo:main")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    module_name, func_name = args.handler.split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        rc = func(args)
+    except GenrecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Leave-one-out split, the protocol every genrec number is measured with.
+
+For each user with chronological sequence ``s`` (length ``n >= 3``):
+
+- **test**: history ``s[:n-1]``, target ``s[n-1]`` (the last item);
+- **valid**: history ``s[:n-2]``, target ``s[n-2]`` (the second-to-last item);
+- **train**: the prefix ``s[:n-2]``; training examples are the sliding windows over it,
+  history ``prefix[:t]`` → target ``prefix[t]`` for ``t = 1 .. n-3``.
+
+Every history is truncated to its last ``max_history`` items (default 20). Validation and
+test targets never appear as training targets of the same user, and models never see them
+during training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from genrec.data.dataset import Dataset
+from genrec.errors import DataError
+
+
+@dataclass
+class EvalSet:
+    """Histories (each ``[<= max_history]`` int64) and targets ``[U]`` for one split."""
+
+    users: np.ndarray  # [U] user indices into Dataset.users
+    histories: list[np.ndarray]
+    targets: np.ndarray  # [U]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def padded(self, max_len: int, pad: int = -1) -> np.ndarray:
+        """Left-padded history matrix ``[U, max_len]`` (most recent item last)."""
+        return pad_left(self.histories, max_len, pad)
+
+
+@dataclass
+class Split:
+    num_items: int
+    max_history: int
+    train: list[np.ndarray]  # per user, the training prefix s[:n-2] (full length, not truncated)
+    valid: EvalSet
+    test: EvalSet
+
+    def train_windows(self) -> Iterator[tuple[int, np.ndarray, int]]:
+        """Yield ``(user, history[<=max_history], target)`` sliding-window training examples."""
+        for u, prefix in enumerate(self.train):
+            for t in range(1, len(prefix)):
+                yield u, prefix[max(0, t - self.max_history):t], int(prefix[t])
+
+    def num_train_windows(self) -> int:
+        return int(sum(max(len(p) - 1, 0) for p in self.train))
+
+
+def leave_one_out(ds: Dataset, max_history: int = 20) -> Split:
+    """Split ``ds`` as described in the module docstring."""
+    if max_history < 1:
+        raise DataError(f"max_history must be >= 1, got {max_history}")
+    short = [ds.users[u] for u, s in enumerate(ds.sequences) if len(s) < 3]
+    if short:
+        raise DataError(f"{len(short)} user(s) have fewer than 3 interactions (e.g. {short[:3]}); "
+                        "prepare the dataset with min_user_interactions >= 3")
+    users = np.arange(ds.num_users)
+    train = [s[:-2] for s in ds.sequences]
+    valid = EvalSet(users, [s[:-2][-max_history:] for s in ds.sequences],
+                    np.asarray([s[-2] for s in ds.sequences], dtype=np.int64))
+    test = EvalSet(users, [s[:-1][-max_history:] for s in ds.sequences],
+                   np.asarray([s[-1] for s in ds.sequences], dtype=np.int64))
+    return Split(num_items=ds.num_items, max_history=max_history, train=train, valid=valid, test=test)
+
+
+def pad_left(seqs: list[np.ndarray], max_len: int, pad: int = -1) -> np.ndarray:
+    """Stack sequences into ``[len(seqs), max_len]``, keeping the last ``max_len`` items, left-padded."""
+    out = np.full((len(seqs), max_len), pad, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = s[-max_len:]
+        if len(s):
+            out[i, max_len - len(s):] = s
+    return out

@@ -1,0 +1,1 @@
+"""Instruction tasks that teach an LLM the item index language."""

@@ -105,9 +105,9 @@ class TaskBuilder:
     def make(self, task: str, history: Sequence[int] | None = None, target: int = -1) -> Example:
         """One example of ``task``: history tasks need ``history`` and ``target``; item tasks ``target``."""
         if task in ("seqrec", "fusion_titles"):
-            return Example(task, self.history_prompt(task, history or []), self.index[target], target)
+            return Example(task, self.history_prompt(task, [] if history is None else history), self.index[target], target)
         if task == "fusion_next_title":
-            return Example(task, self.history_prompt(task, history or []), self._title(target), -1)
+            return Example(task, self.history_prompt(task, [] if history is None else history), self._title(target), -1)
         if task == "item2index":
             it = self.items[target]
             text = it.title or it.item_id

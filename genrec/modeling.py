@@ -1,0 +1,162 @@
+"""Load a base causal LM, add the item vocabulary, initialise the new rows, attach PEFT.
+
+Fine-tuning modes (``model.mode`` in a recipe):
+
+- ``qlora``: base weights in bitsandbytes 4-bit NF4 with double quantisation, LoRA adapters;
+- ``lora``: base weights in ``model.dtype``, LoRA adapters;
+- ``full``: every weight trains.
+
+In the two LoRA modes only the new item / summary rows of the (tied) embedding matrix train,
+through PEFT's ``trainable_token_indices``; the rest of the vocabulary stays frozen.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from genrec.errors import ConfigError
+from genrec.tasks.collate import SUMMARY_TOKEN
+
+log = logging.getLogger(__name__)
+
+MODES = ("qlora", "lora", "full")
+INITS = ("text", "mean", "random")
+
+
+@dataclass
+class ModelConfig:
+    base: str = "smollm2-135m"  # embedded alias, local path or Hugging Face hub name
+    mode: str = "qlora"  # qlora | lora | full
+    dtype: str = "float32"  # compute dtype: float32 on CPU, bfloat16 on recent GPUs
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling numerator
+    lora_dropout: float = 0.05  # dropout on the LoRA branch
+    lora_target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # linear layers with adapters
+    new_token_init: str = "text"  # text: mean embedding of the titles of the items sharing the token; mean; random
+    gradient_checkpointing: bool = False  # trade compute for activation memory (large models)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"model.mode must be one of {MODES}, got {self.mode!r}")
+        if self.new_token_init not in INITS:
+            raise ValueError(f"model.new_token_init must be one of {INITS}, got {self.new_token_init!r}")
+        if self.lora_r < 1:
+            raise ValueError(f"model.lora_r must be >= 1, got {self.lora_r}")
+
+
+def add_item_tokens(tokenizer: Any, item_tokens: Sequence[str]) -> list[int]:
+    """Add item tokens and the summary token; return their ids (item tokens first, summary last).
+
+    Raises :class:`ConfigError` when the base tokenizer already holds any of them (their rows
+    would carry an unrelated meaning), and checks each token encodes to exactly one id with and
+    without a preceding space.
+    """
+    from genrec.item_tokenizer.vocab import add_to_tokenizer
+
+    wanted = list(item_tokens) + [SUMMARY_TOKEN]
+    vocab = tokenizer.get_vocab()
+    clash = [t for t in wanted if t in vocab]
+    if clash:
+        raise ConfigError(f"the base model's tokenizer already has {len(clash)} of the item tokens "
+                          f"(e.g. {clash[:3]}); rebuild the item tokenizer with other token prefixes or use "
+                          "a base model without them")
+    add_to_tokenizer(tokenizer, wanted)
+    ids = tokenizer.convert_tokens_to_ids(wanted)
+    for t in (wanted[0], wanted[-2] if len(wanted) > 1 else wanted[0]):
+        for text in (t, " " + t, "x" + t):
+            got = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if got[-1:] != [tokenizer.convert_tokens_to_ids(t)] or (text == t and len(got) != 1):
+                raise ConfigError(f"item token {t!r} does not tokenize as one token in {text!r} ({got}); "
+                                  "the tokenizer does not honour added tokens")
+    return list(ids)
+
+
+@torch.no_grad()
+def init_new_rows(model: Any, tokenizer: Any, new_ids: Sequence[int], how: str,
+                  token_texts: dict[int, list[str]] | None = None, seed: int = 0) -> None:
+    """Initialise embedding rows ``new_ids`` (input and, if untied, output embeddings).
+
+    ``mean``: every new row = mean of the original rows. ``text``: row of token ``t`` = mean over
+    ``token_texts[t]`` (titles of the items whose index contains ``t``) of each text's mean token
+    embedding; tokens without texts fall back to ``mean``. ``random``: the model's own init
+    (normal with the embedding's std).
+    """
+    emb = model.get_input_embeddings().weight
+    new = torch.as_tensor(list(new_ids), dtype=torch.long, device=emb.device)
+    keep = torch.ones(emb.shape[0], dtype=torch.bool, device=emb.device)
+    keep[new] = False
+    old = emb[keep].float()
+    mean, std = old.mean(0), old.std()
+    rows = mean.expand(len(new), -1).clone()
+    if how == "random":
+        g = torch.Generator().manual_seed(seed)
+        rows = torch.randn(len(new), emb.shape[1], generator=g).to(emb.device) * std
+    elif how == "text" and token_texts:
+        for j, tid in enumerate(new.tolist()):
+            texts = token_texts.get(tid)
+            if not texts:
+                continue
+            vecs = []
+            for text in texts:
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                ids = [i for i in ids if keep[i]]
+                if ids:
+                    vecs.append(emb[torch.as_tensor(ids, device=emb.device)].float().mean(0))
+            if vecs:
+                rows[j] = torch.stack(vecs).mean(0)
+    emb[new] = rows.to(emb.dtype)
+    out = model.get_output_embeddings()
+    if out is not None and out.weight.data_ptr() != emb.data_ptr():
+        out.weight[new] = out.weight[keep].float().mean(0).to(out.weight.dtype)
+
+
+def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[str, list[str]] | None = None,
+                seed: int = 0) -> tuple[Any, Any, list[int]]:
+    """``(model, tokenizer, new_token_ids)`` ready to train under ``cfg.mode``.
+
+    ``token_texts`` maps an item token string to the texts used by the ``text`` init.
+    """
+    from genrec.models import load_causal_lm
+
+    quant = "4bit" if cfg.mode == "qlora" else None
+    model, tok = load_causal_lm(cfg.base, dtype=cfg.dtype, quantization=quant)
+    new_ids = add_item_tokens(tok, item_tokens)
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    by_id = {tok.convert_tokens_to_ids(t): v for t, v in (token_texts or {}).items()}
+    init_new_rows(model, tok, new_ids, cfg.new_token_init, by_id, seed)
+    model.config.pad_token_id = tok.pad_token_id
+    if cfg.mode == "full":
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        return model, tok, new_ids
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.mode == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    emb_name = _embedding_module_name(model)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
+                      trainable_token_indices={emb_name: list(new_ids)})
+    model = get_peft_model(model, lora)
+    return model, tok, new_ids
+
+
+def _embedding_module_name(model: Any) -> str:
+    emb = model.get_input_embeddings()
+    for name, module in model.named_modules():
+        if module is emb:
+            return name.rsplit(".", 1)[-1]
+    raise ConfigError("could not find the input embedding module of the base model")
+
+
+def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

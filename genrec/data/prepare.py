@@ -7,10 +7,9 @@ import json
 import logging
 from pathlib import Path
 
-from genrec.config import parse_overrides
 from genrec.data.dataset import Dataset, build_dataset
 from genrec.data.formats import read
-from genrec.errors import DataError
+from genrec.errors import ConfigError, DataError
 from genrec.io import checksums
 
 log = logging.getLogger(__name__)
@@ -32,8 +31,25 @@ def prepare(fmt: str, path: str | Path, out: str | Path | None = None, *, strict
     return ds
 
 
+def parse_options(pairs: list[str]) -> dict[str, str]:
+    """``["sep=|", "min_rating=4"]`` → ``{"sep": "|", "min_rating": "4"}``.
+
+    Values stay strings (each reader converts them to its option's type): YAML-parsing them
+    would turn separators such as ``|`` or ``::`` into something else.
+    """
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--opt {pair!r} is not of the form key=value (e.g. --opt min_rating=4)")
+        if key.strip() in out:
+            raise ConfigError(f"--opt {key.strip()} is given twice; keep one")
+        out[key.strip()] = value
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
-    options = parse_overrides(args.opt)
+    options = parse_options(args.opt)
     ds = prepare(args.format, args.path, args.out, strict=args.strict,
                  min_user_interactions=args.min_user_interactions, keep_cold_items=args.keep_cold_items,
                  **options)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -116,10 +116,13 @@ def init_new_rows(model: Any, tokenizer: Any, new_ids: Sequence[int], how: str,
 
 
 def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[str, list[str]] | None = None,
-                seed: int = 0) -> tuple[Any, Any, list[int]]:
+                seed: int = 0, aux_factory: Callable[[int], torch.nn.Module] | None = None
+                ) -> tuple[Any, Any, list[int]]:
     """``(model, tokenizer, new_token_ids)`` ready to train under ``cfg.mode``.
 
     ``token_texts`` maps an item token string to the texts used by the ``text`` init.
+    ``aux_factory(hidden_size)`` builds the auxiliary-loss heads; they are attached to the base
+    model as ``genrec_aux`` and, under LoRA, saved with the adapter (``modules_to_save``).
     """
     from genrec.models import load_causal_lm
 
@@ -130,11 +133,18 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     by_id = {tok.convert_tokens_to_ids(t): v for t, v in (token_texts or {}).items()}
     init_new_rows(model, tok, new_ids, cfg.new_token_init, by_id, seed)
     model.config.pad_token_id = tok.pad_token_id
+    if aux_factory is not None:
+        from genrec.trainer import AUX_MODULE
+
+        aux = aux_factory(model.config.hidden_size).to(model.get_input_embeddings().weight.device)
+        model.add_module(AUX_MODULE, aux)
     if cfg.mode == "full":
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         return model, tok, new_ids
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from genrec.trainer import AUX_MODULE
 
     if cfg.mode == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
@@ -143,7 +153,8 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     emb_name = _embedding_module_name(model)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
-                      trainable_token_indices={emb_name: list(new_ids)})
+                      trainable_token_indices={emb_name: list(new_ids)},
+                      modules_to_save=[AUX_MODULE] if aux_factory is not None else None)
     model = get_peft_model(model, lora)
     return model, tok, new_ids
 

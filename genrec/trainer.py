@@ -1,0 +1,102 @@
+"""One ``transformers.Trainer`` subclass: LM loss + weighted auxiliary losses, each logged.
+
+The auxiliary heads live in an :class:`AuxLosses` module attached to the base model as
+``genrec_aux`` *before* PEFT wraps it and listed in ``modules_to_save``. That one placement
+makes the Trainer's optimizer, device placement, DDP / DeepSpeed wrapping and checkpointing
+handle the heads like any other trainable weight, and the saved adapter carries them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback
+
+from genrec.losses import GlobalContrastiveLoss, ReconstructionLoss, weighted_total
+
+AUX_MODULE = "genrec_aux"
+
+
+class AuxLosses(nn.Module):
+    """``forward(h [B, H], targets [B]) -> {term name: scalar}`` over the configured aux losses."""
+
+    def __init__(self, contrastive: GlobalContrastiveLoss | None = None,
+                 reconstruction: ReconstructionLoss | None = None) -> None:
+        super().__init__()
+        self.contrastive = contrastive
+        self.reconstruction = reconstruction
+
+    def forward(self, h: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for module in (self.contrastive, self.reconstruction):
+            if module is not None:
+                out.update(module(h, targets))
+        return out
+
+
+def find_aux(model: nn.Module) -> nn.Module | None:
+    """The (possibly PEFT-wrapped) ``genrec_aux`` module inside ``model``, or ``None``."""
+    for name, module in model.named_modules():
+        if name.endswith(AUX_MODULE) and not name.endswith(f"{AUX_MODULE}.original_module"):
+            return module
+    return None
+
+
+class GenRecTrainer(Trainer):
+    """Trainer whose loss is ``lm + Σ weight · aux_term``.
+
+    Extra batch keys (from :class:`genrec.tasks.collate.Collator`): ``summary_pos [B]`` and
+    ``targets [B]`` (``-1`` for examples without a target item; they get the LM loss only).
+    """
+
+    def __init__(self, *args: Any, loss_weights: dict[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_weights = dict(loss_weights or {})
+        # compute_loss averages each term itself; let the Trainer scale for gradient accumulation.
+        self.model_accepts_loss_kwargs = False
+        self._term_sums: dict[str, float] = {}
+        self._term_counts: dict[str, int] = {}
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        summary_pos = inputs.pop("summary_pos")
+        targets = inputs.pop("targets")
+        aux = find_aux(model) if any(k != "lm" and w for k, w in self.loss_weights.items()) else None
+        outputs = model(**inputs, output_hidden_states=aux is not None)
+        terms: dict[str, torch.Tensor] = {"lm": outputs.loss}
+        rows = (targets >= 0).nonzero(as_tuple=True)[0]
+        if aux is not None and len(rows):
+            h = outputs.hidden_states[-1][rows, summary_pos[rows]]  # [B', H]
+            terms.update(aux(h, targets[rows]))
+        weights = {k: w for k, w in self.loss_weights.items() if k in terms}
+        loss = weighted_total(terms, weights)
+        if model.training:
+            for name, value in terms.items():
+                self._term_sums[name] = self._term_sums.get(name, 0.0) + float(value.detach())
+                self._term_counts[name] = self._term_counts.get(name, 0) + 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._term_counts:
+            for name, total in self._term_sums.items():
+                logs[f"loss_{name}"] = round(total / self._term_counts[name], 6)
+            self._term_sums.clear()
+            self._term_counts.clear()
+        super().log(logs, start_time)
+
+
+class JsonlLogger(TrainerCallback):
+    """Append every log record (step, epoch, per-term losses, eval loss) to a JSONL file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if logs and state.is_world_process_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")

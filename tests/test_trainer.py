@@ -1,0 +1,57 @@
+"""The Trainer subclass trains LM + aux terms, logs each term, and saves the aux heads."""
+
+import json
+
+import pytest
+import torch
+from transformers import TrainingArguments
+
+from genrec.losses import GlobalContrastiveLoss, ReconstructionLoss
+from genrec.modeling import ModelConfig, build_model
+from genrec.tasks.collate import SUMMARY_TOKEN, Collator, render
+from genrec.tasks.prompts import Example
+from genrec.trainer import AuxLosses, GenRecTrainer, JsonlLogger, find_aux
+from tests.tiny_llm import make_tiny_llm
+
+TOKENS = ["<s0_0>", "<s0_1>", "<b0_0>", "<b0_1>"]
+CODES = [["<s0_0>", "<b0_0>"], ["<s0_0>", "<b0_1>"], ["<s0_1>", "<b0_0>"], ["<s0_1>", "<b0_1>"]]
+
+
+def _aux(hidden):
+    g = torch.Generator().manual_seed(0)
+    sem, beh = torch.randn(4, 6, generator=g), torch.randn(4, 5, generator=g)
+    codes = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
+    return AuxLosses(GlobalContrastiveLoss(hidden, {"semantic": sem, "behavior": beh}, num_negatives=8),
+                     ReconstructionLoss(hidden, semantic=sem, codes=codes))
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_trainer_logs_terms_and_updates_aux(tmp_path, mode):
+    base = make_tiny_llm(tmp_path / "base")
+    model, tok, _ = build_model(ModelConfig(base=str(base), mode=mode, lora_r=4), TOKENS, aux_factory=_aux)
+    sid = tok.convert_tokens_to_ids(SUMMARY_TOKEN)
+    data = [render(Example("seqrec", f"which item next {i}", "".join(CODES[i % 4]), i % 4), tok, sid)
+            for i in range(16)]
+    aux_before = {n: p.detach().clone() for n, p in find_aux(model).named_parameters() if p.requires_grad}
+    assert aux_before, "aux heads must be trainable"
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=4,
+                             logging_steps=2, save_steps=4, learning_rate=1e-2, use_cpu=True, report_to=[],
+                             remove_unused_columns=False, seed=0, disable_tqdm=True)
+    weights = {"contrastive_semantic": 0.1, "contrastive_behavior": 0.1,
+               "reconstruction_embedding": 0.1, "reconstruction_codes": 0.1}
+    trainer = GenRecTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(tok.pad_token_id),
+                            loss_weights=weights, callbacks=[JsonlLogger(tmp_path / "log.jsonl")])
+    trainer.train()
+    logs = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    logged = {k for rec in logs for k in rec}
+    for term in ["loss_lm", *[f"loss_{k}" for k in weights]]:
+        assert term in logged
+    after = dict(find_aux(model).named_parameters())
+    assert any(not torch.equal(aux_before[n], after[n]) for n in aux_before)
+    ckpt = tmp_path / "out" / "checkpoint-4"
+    assert ckpt.is_dir()
+    if mode == "lora":
+        from safetensors.torch import load_file
+
+        saved = load_file(ckpt / "adapter_model.safetensors")
+        assert any("genrec_aux" in k for k in saved), "aux heads must be saved with the adapter"

@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", required=True, help="JSONL of new items ({item_id, title, description, ...})")
     p.set_defaults(handler="genrec.item_tokenizer.build:assign_main")
 
+    p = sub.add_parser("train", help="instruction-tune an LLM recommender from a recipe")
+    p.add_argument("--config", required=True, help="recipe YAML (see recipes/train_*.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(handler="genrec.train:main")
+
     p = sub.add_parser("demo", help="run the end-to-end demo on the embedded default")
     p.add_argument("--out", default="runs/demo", help="output directory")
     p.set_defaults(handler="genrec.demo:main")

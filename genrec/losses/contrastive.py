@@ -64,7 +64,7 @@ class GlobalContrastiveLoss(nn.Module):
     """
 
     def __init__(self, hidden: int, tables: dict[str, torch.Tensor], num_negatives: int = 2048,
-                 temperature: float = 0.07, seed: int = 0) -> None:
+                 temperature: float = 0.07) -> None:
         super().__init__()
         if not tables:
             raise ValueError("losses.contrastive needs at least one stream embedding table")
@@ -77,10 +77,10 @@ class GlobalContrastiveLoss(nn.Module):
         self.heads = nn.ModuleDict({name: ContrastiveHead(hidden, t.shape[1]) for name, t in tables.items()})
         for name, t in tables.items():
             self.register_buffer(f"table_{name}", t.detach().float().clone(), persistent=False)
-        self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, h: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        negatives = sample_negatives(len(targets), self.num_items, self.num_negatives, self.generator, h.device)
+        # The global RNG (seeded by the trainer, saved in checkpoints) keeps resumed runs identical.
+        negatives = sample_negatives(len(targets), self.num_items, self.num_negatives, None, h.device)
         out = {}
         for name, head in self.heads.items():
             table = getattr(self, f"table_{name}")

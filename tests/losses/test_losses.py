@@ -35,7 +35,7 @@ def test_sample_negatives_whole_catalog_when_small():
 def test_contrastive_training_step_lowers_loss():
     torch.manual_seed(0)
     tables = {"semantic": torch.randn(40, 6), "behavior": torch.randn(40, 5)}
-    loss_fn = GlobalContrastiveLoss(hidden=12, tables=tables, num_negatives=16, temperature=0.2, seed=0)
+    loss_fn = GlobalContrastiveLoss(hidden=12, tables=tables, num_negatives=16, temperature=0.2)
     h = torch.randn(40, 12, requires_grad=True)
     targets = torch.arange(40)
     opt = torch.optim.Adam(list(loss_fn.parameters()) + [h], lr=0.05)

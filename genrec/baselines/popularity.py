@@ -1,0 +1,85 @@
+"""Most-popular baseline: every user gets the catalog ranked by interaction counts.
+
+Counts come from the training prefixes only (``s[:-2]`` per user), never from validation or
+test targets, so the baseline is fit on exactly the data SASRec is trained on. For the test
+ranking the validation targets are *not* added by default (``test_counts: train``): both
+baselines are then fixed models evaluated twice, the validation item only appearing in the test
+*history*, which popularity ignores. ``test_counts: train+valid`` refits the counts with the
+validation interactions for the test ranking (the usual "retrain on train+valid" protocol); the
+choice is recorded in the run's config. Ties are broken by the lower item index.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from genrec.data.split import EvalSet, Split
+from genrec.evaluation import evaluate_scores
+
+log = logging.getLogger(__name__)
+
+TEST_COUNTS = ("train", "train+valid")
+
+
+@dataclass
+class PopularityConfig:
+    """Settings of ``genrec baseline --model pop`` (YAML keys = field names)."""
+
+    max_len: int = 20  # history length of the split (only matters with exclude_history)
+    test_counts: str = "train"  # "train" or "train+valid": interactions counted for the test ranking
+    exclude_history: bool = False  # remove the user's history items from the ranking
+    eval_batch_size: int = 1024  # users ranked at once
+
+    def __post_init__(self) -> None:
+        if self.test_counts not in TEST_COUNTS:
+            raise ValueError(f"test_counts must be one of {TEST_COUNTS}, got {self.test_counts!r}")
+        if self.max_len < 1 or self.eval_batch_size < 1:
+            raise ValueError(f"max_len and eval_batch_size must be >= 1, got {self.max_len}, "
+                             f"{self.eval_batch_size}")
+
+
+@dataclass
+class PopularityResult:
+    valid_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    valid_counts: np.ndarray  # [N] int64 counts used for the validation ranking
+    test_counts: np.ndarray  # [N] int64 counts used for the test ranking
+
+
+def item_counts(sequences: list[np.ndarray], num_items: int) -> np.ndarray:
+    """Interactions per item ``[N]`` (int64) over ``sequences``."""
+    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]) if sequences else np.zeros(0, np.int64)
+    return np.bincount(flat, minlength=num_items).astype(np.int64)
+
+
+def popularity_ranking(counts: np.ndarray, k: int | None = None) -> np.ndarray:
+    """Item indices by decreasing count, ties by lower index; first ``k`` if given."""
+    order = np.lexsort((np.arange(len(counts)), -counts))
+    return order if k is None else order[:k]
+
+
+def _evaluate(counts: np.ndarray, data: EvalSet, cfg: PopularityConfig, desc: str, progress: bool) -> dict[str, float]:
+    scores = torch.as_tensor(counts, dtype=torch.float32)
+
+    def score_fn(histories: np.ndarray) -> torch.Tensor:
+        return scores.expand(len(histories), -1)  # [B, N], the same for every user
+
+    return evaluate_scores(score_fn, data, cfg.max_len, batch_size=cfg.eval_batch_size,
+                           exclude_history=cfg.exclude_history, desc=desc, progress=progress)
+
+
+def evaluate_popularity(split: Split, cfg: PopularityConfig, progress: bool = True) -> PopularityResult:
+    """Fit counts on ``split.train`` and evaluate on validation and test (full ranking)."""
+    valid_counts = item_counts(split.train, split.num_items)
+    test_counts = valid_counts.copy()
+    if cfg.test_counts == "train+valid":
+        test_counts += np.bincount(split.valid.targets, minlength=split.num_items)
+    valid = _evaluate(valid_counts, split.valid, cfg, "valid", progress)
+    test = _evaluate(test_counts, split.test, cfg, "test", progress)
+    log.info("popularity: valid recall@10 %.4f ndcg@10 %.4f | test recall@10 %.4f ndcg@10 %.4f",
+             valid["recall@10"], valid["ndcg@10"], test["recall@10"], test["ndcg@10"])
+    return PopularityResult(valid, test, valid_counts, test_counts)

@@ -1,0 +1,248 @@
+"""``genrec tokens build | inspect | assign``: the dual-stream item tokenizer stage.
+
+``build_tokenizer(cfg)`` runs straight through: load the dataset, embed each stream (text
+encoder for semantic, DIN / SASRec on the split's training part for behavior, or precomputed
+``.npy``), fit one code tree per stream, combine the codes into unique item indices, and write
+the artifact described in :mod:`genrec.item_tokenizer.artifact` in one atomic rename.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from genrec.config import load_config, to_dict
+from genrec.data.dataset import Dataset
+from genrec.errors import DataError
+from genrec.io import atomic_dir, checksums, provenance, write_json
+from genrec.item_tokenizer.artifact import dataset_record, load_tokenizer, write_item_codes
+from genrec.item_tokenizer.codebook import Codebook
+from genrec.item_tokenizer.config import TokenizerConfig
+from genrec.item_tokenizer.stats import format_table, summary_stats
+from genrec.item_tokenizer.tree import fit_tree, resolve_branching
+from genrec.item_tokenizer.vocab import index_string
+
+log = logging.getLogger(__name__)
+FINITE_CHUNK = 65536
+
+
+def check_finite(x: np.ndarray, item_ids: list[str], stream: str, source: str) -> None:
+    """Raise :class:`DataError` naming how many rows of ``x [N, D]`` hold NaN/inf and which items."""
+    bad: list[int] = []
+    for s in range(0, x.shape[0], FINITE_CHUNK):
+        bad.extend((s + np.flatnonzero(~np.isfinite(x[s:s + FINITE_CHUNK]).all(axis=1))).tolist())
+    if bad:
+        ids = [item_ids[i] for i in bad[:5]]
+        raise DataError(f"{len(bad)} {stream} embedding row(s) from {source} contain NaN or inf, e.g. items "
+                        f"{ids}{' ...' if len(bad) > 5 else ''}; fix or re-compute those embeddings")
+
+
+def load_precomputed(path: str, n: int | None, stream: str) -> np.ndarray:
+    """A precomputed ``[N, D]`` embedding file (memory-mapped), checked against the catalog size."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{stream}.embeddings file {p} does not exist; give an .npy of shape [num_items, D]")
+    try:
+        x = np.load(p, mmap_mode="r")
+    except ValueError as e:
+        raise DataError(f"{p} is not a readable .npy array ({e})") from None
+    if x.ndim != 2 or x.shape[0] == 0 or (n is not None and x.shape[0] != n):
+        want = f"[{n}, D]" if n is not None else "[N, D]"
+        raise DataError(f"{p} has shape {list(x.shape)}; {stream} embeddings must be {want} with rows in "
+                        "items.jsonl order")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{p} has dtype {x.dtype}; embeddings must be floating point")
+    return x
+
+
+def stream_embeddings(stream: str, cfg: TokenizerConfig, ds: Dataset | None, n: int | None,
+                      log_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Embeddings ``[N, D]`` of one stream and a record of how they were made."""
+    section = cfg.semantic if stream == "semantic" else cfg.behavior
+    if section.encoder == "precomputed":
+        return load_precomputed(section.embeddings, n, stream), {"encoder": "precomputed",
+                                                                 "path": str(Path(section.embeddings).resolve())}
+    if ds is None:
+        raise DataError(f"{stream}.encoder={section.encoder} needs a dataset: set data=DIR "
+                        "(made by `genrec data prepare` or `genrec data fetch`)")
+    if stream == "semantic":
+        from genrec.encoders.text import embed_items
+
+        x = embed_items(ds.items, cfg.semantic.text, cache_dir=cfg.cache_dir, progress=cfg.progress)
+        return np.asarray(x, dtype=np.float32), {"encoder": "text", "config": to_dict(cfg.semantic.text)}
+    from genrec.data.split import leave_one_out
+
+    split = leave_one_out(ds, max_history=cfg.max_history)  # encoders train on split.train only
+    if cfg.behavior.encoder == "din":
+        from genrec.encoders.din import train_din
+
+        res = train_din(split, cfg.behavior.din, progress=cfg.progress, log_path=log_dir / "din_log.jsonl")
+        enc_cfg = cfg.behavior.din
+    else:
+        from genrec.baselines.sasrec import train_sasrec
+
+        res = train_sasrec(split, cfg.behavior.sasrec, progress=cfg.progress, log_path=log_dir / "sasrec_log.jsonl")
+        enc_cfg = cfg.behavior.sasrec
+    metrics = {k: round(float(v), 6) for k, v in (getattr(res, "valid_metrics", None) or {}).items()}
+    return np.asarray(res.item_embeddings, dtype=np.float32), {
+        "encoder": cfg.behavior.encoder, "config": to_dict(enc_cfg), "valid_metrics": metrics}
+
+
+def build_tokenizer(cfg: TokenizerConfig) -> Path:
+    """Build the artifact ``<out_dir>/<name>`` (atomically) and return its path."""
+    t_start = time.time()
+    out = Path(cfg.out_dir) / cfg.name
+    ds = Dataset.load(cfg.data) if cfg.data else None
+    if ds is None and any((cfg.semantic if s == "semantic" else cfg.behavior).encoder != "precomputed"
+                          for s in cfg.order):
+        raise DataError("data is not set: give the dataset directory (data=DIR) made by `genrec data prepare` "
+                        "or `genrec data fetch`, or precompute every stream's embeddings")
+    n = ds.num_items if ds is not None else None
+    item_ids = [it.item_id for it in ds.items] if ds is not None else None
+    inputs: list[str] = [str(Path(cfg.data) / f) for f in ("items.jsonl", "sequences.jsonl")] if ds else []
+    data_record = dataset_record(cfg.data) if ds is not None else None  # checksums of what was read
+    stream_codes, ks, meta, encoders, timings = {}, {}, {}, {}, {}
+    with atomic_dir(out) as tmp:
+        for stream in cfg.order:
+            t0 = time.time()
+            x, enc = stream_embeddings(stream, cfg, ds, n, tmp)
+            if item_ids is None:  # precomputed-only build: rows are the items, ids are row numbers
+                n = x.shape[0]
+                item_ids = [str(i) for i in range(n)]
+            elif x.shape[0] != n:
+                raise DataError(f"{stream} encoder returned {x.shape[0]} rows for {n} items")
+            if enc.get("path"):
+                inputs.append(enc["path"])
+            check_finite(x, item_ids, stream, enc.get("path", f"the {enc['encoder']} encoder"))
+            _save_embeddings(x, tmp / f"embeddings_{stream}.npy", enc.get("path"))
+            timings[f"{stream}_embeddings"] = round(time.time() - t0, 3)
+            t0 = time.time()
+            kc = (cfg.semantic if stream == "semantic" else cfg.behavior).kmeans
+            ks[stream] = resolve_branching(kc.k, kc.depth, n)
+            # one BLAS thread by default: per-node products are small, and on a shared machine
+            # spinning threads cost more than they give (docs/item_tokenizer.md, benchmarks)
+            with threadpool_limits(limits=kc.threads or None, user_api="blas"):
+                tree = fit_tree(np.asarray(x, dtype=np.float32), ks[stream], kc.method,
+                                cfg.seed + (1 if stream == "behavior" else 0), iters=kc.iters,
+                                sample_per_cluster=kc.sample_per_cluster, init=kc.init, refine=kc.refine,
+                                tol=kc.tol, name=stream, progress=cfg.progress)
+            tree.save(tmp / f"centroids_{stream}.npz")
+            stream_codes[stream] = tree.codes
+            meta[stream] = {"method": kc.method, "dim": int(x.shape[1]), "encoder": enc["encoder"]}
+            encoders[stream] = enc
+            timings[f"{stream}_clustering"] = round(time.time() - t0, 3)
+            del x, tree
+        t0 = time.time()
+        cb = Codebook.from_streams(item_ids, stream_codes, ks, cfg.order)
+        write_item_codes(tmp / "item_codes.json", cb.item_ids, cb.item_tokens())
+        write_json(tmp / "tokens.json", cb.vocabulary())
+        stats = summary_stats(cb, meta)
+        stats["num_build_items"] = len(cb.item_ids)
+        stats["encoders"] = {s: {k: v for k, v in e.items() if k == "valid_metrics"} for s, e in encoders.items()}
+        if cfg.plots:
+            from genrec.item_tokenizer.plots import plot_cluster_sizes
+
+            for s in cfg.order:
+                plot_cluster_sizes(stream_codes[s], ks[s], f"{cfg.name}: {s} stream ({len(item_ids):,} items)",
+                                   tmp / f"cluster_sizes_{s}.png")
+        timings["codebook_and_files"] = round(time.time() - t0, 3)
+        timings["total"] = round(time.time() - t_start, 3)
+        stats["timings_s"] = timings
+        stats["cold_start"] = []
+        write_json(tmp / "stats.json", stats)
+        record = provenance(to_dict(cfg), cfg.seed, checksums(inputs))
+        record["index"] = {"order": list(cfg.order), "ks": ks, "layout": [f"{a}{b}" for a, b in cb.layout]}
+        record["encoders"] = {s: {k: v for k, v in e.items() if k != "valid_metrics"} for s, e in encoders.items()}
+        record["dataset"] = data_record
+        write_json(tmp / "config.json", record)
+    return out
+
+
+def _save_embeddings(x: np.ndarray, path: Path, source: str | None) -> None:
+    if source and x.dtype == np.float32 and str(source).endswith(".npy"):
+        shutil.copyfile(source, path)  # already the right format: no second copy in memory
+    else:
+        np.save(path, np.asarray(x, dtype=np.float32))
+
+
+def describe(tok: Any) -> str:
+    """Human summary of a tokenizer: sizes, rates and the per-level table."""
+    s = tok.stats
+    rows = [(f"{name} ({st.get('method', '?')})", st["levels"]) for name, st in s["streams"].items()]
+    rows.append(("index (all positions)", s["index"]))
+    return "\n".join([
+        f"tokenizer {tok.path}  (version {s.get('version', 1)})",
+        (f"items {s['num_items']:,}  new tokens {len(tok.tokens):,}  index length "
+         f"{s['index_length']['min']}-{s['index_length']['max']}"),
+        (f"collision rate before disambiguation {s['collision_rate']:.4f}  "
+         f"({s['disambiguated_items']:,} items got a <d_n> token)  unique rate {s['unique_rate']:.4f}"),
+        format_table(rows),
+    ])
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(TokenizerConfig, args.config, args.overrides)
+    out = build_tokenizer(cfg)
+    tok = load_tokenizer(out)
+    print(describe(tok))
+    print(f"timings (s): {json.dumps(tok.stats.get('timings_s', {}))}")
+    print(f"wrote {out}: item_codes.json, tokens.json, centroids_*.npz, embeddings_*.npy, stats.json, config.json")
+    return 0
+
+
+def inspect_main(args: argparse.Namespace) -> int:
+    tok = load_tokenizer(args.dir)
+    print(inspect_report(tok, args.n))
+    return 0
+
+
+def inspect_report(tok: Any, n: int = 10, groups: int = 3, seed: int = 0) -> str:
+    """Stats, ``n`` sample items with titles and indices, and items sharing a first-level code."""
+    titles = tok.titles()
+    ids = tok.item_ids
+    rng = np.random.default_rng(seed)
+    lines = [describe(tok), "", f"sample items ({min(n, len(ids))} of {len(ids):,}):"]
+    for i in np.sort(rng.choice(len(ids), min(n, len(ids)), replace=False)):
+        item = ids[int(i)]
+        lines.append(f"  {index_string(tok.item_tokens[item]):<40} {item:<14} {titles.get(item, '')[:70]}")
+    pos = 0
+    for stream in tok.order:
+        first, pos = pos, pos + len(tok.ks[stream])  # position of the stream's first token
+        by_prefix: dict[str, list[str]] = {}
+        for item, toks in tok.item_tokens.items():
+            by_prefix.setdefault(toks[first], []).append(item)
+        keys = sorted(by_prefix)
+        lines.append("")
+        lines.append(f"{stream}: items sharing a first-level code ({len(keys)} codes used):")
+        for key in [keys[int(j)] for j in np.sort(rng.choice(len(keys), min(groups, len(keys)), replace=False))]:
+            members = by_prefix[key]
+            lines.append(f"  {key} ({len(members)} items)")
+            for item in members[:max(n // 2, 3)]:
+                lines.append(f"      {index_string(tok.item_tokens[item]):<40} {titles.get(item, item)[:70]}")
+    return "\n".join(lines)
+
+
+def assign_main(args: argparse.Namespace) -> int:
+    from genrec.item_tokenizer.artifact import read_items_jsonl
+    from genrec.item_tokenizer.cold_start import assign_new_items
+
+    items, vectors = read_items_jsonl(args.items)
+    given = [v is not None for v in vectors]
+    if any(given) and not all(given):
+        raise DataError(f"{args.items}: either every item or no item has an \"embedding\"")
+    emb = np.asarray(vectors, dtype=np.float32) if all(given) else None
+    codes = assign_new_items(args.tokenizer, items, semantic_embeddings=emb)
+    tok = load_tokenizer(args.tokenizer)
+    for item in items:
+        print(f"{index_string(codes[item.item_id]):<44} {item.item_id:<14} {item.display[:60]}")
+    print(f"assigned {len(items)} new item(s); {args.tokenizer} is now version {tok.version} "
+          f"({tok.stats['num_items']:,} items, unique rate {tok.stats['unique_rate']:.4f})")
+    return 0

@@ -1,0 +1,68 @@
+"""End to end with real (tiny) encoders: a 2-layer LLaMA for text, DIN / SASRec for behavior."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genrec.config import load_config
+from genrec.data.dataset import Dataset, Item
+from genrec.item_tokenizer.artifact import load_tokenizer
+from genrec.item_tokenizer.build import build_tokenizer
+from genrec.item_tokenizer.cold_start import assign_new_items
+from genrec.item_tokenizer.config import TokenizerConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A 2-layer LLaMA with a word-level tokenizer over the test catalog's words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = ["Title: space opera cowboy western kitchen cooking jazz piano garden tools chess puzzles volume",
+             " ".join(str(i) for i in range(100))]
+    raw = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.train_from_iterator(words, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("behavior", ["din", "sasrec"])
+def test_build_with_tiny_encoders_then_cold_start_by_text(tmp_path, dataset_dir, tiny_llama, behavior):
+    enc = (["behavior.din.dim=8", "behavior.din.epochs=2", "behavior.din.num_negatives=5",
+            "behavior.din.batch_size=64", "behavior.din.attention_hidden=[8]", "behavior.din.mlp_hidden=[8]"]
+           if behavior == "din" else
+           ["behavior.sasrec.hidden=8", "behavior.sasrec.epochs=2", "behavior.sasrec.batch_size=64"])
+    cfg = load_config(TokenizerConfig, None, [
+        "name=e2e", f"data={dataset_dir}", f"out_dir={tmp_path / 'out'}", "progress=false", "plots=false",
+        "max_history=10", f"cache_dir={tmp_path / 'cache'}",
+        f"semantic.text.model={tiny_llama}", "semantic.text.fields=[title]",
+        "semantic.kmeans.k=8", "semantic.kmeans.depth=auto",
+        f"behavior.encoder={behavior}", *enc, "behavior.kmeans.k=8", "behavior.kmeans.depth=auto"])
+    out = build_tokenizer(cfg)
+    tok = load_tokenizer(out, dataset=dataset_dir)
+    assert tok.stats["unique_rate"] == 1.0 and tok.stats["collision_rate"] == 0.0
+    assert tok.embeddings("semantic").shape == (60, 32) and tok.embeddings("behavior").shape == (60, 8)
+    assert tok.config["encoders"]["behavior"]["encoder"] == behavior
+    assert tok.config["encoders"]["semantic"]["config"]["model"] == str(tiny_llama)
+    assert tok.config["encoders"]["behavior"]["config"]["seed"] == 0  # the tokenizer's seed reached the encoder
+    assert "recall@10" in tok.stats["encoders"]["behavior"]["valid_metrics"]
+
+    # cold start: same title as an existing item -> same text embedding -> same semantic codes
+    it5 = Dataset.load(dataset_dir).items[5]
+    codes = assign_new_items(out, [Item("copy5", title=it5.title)], progress=False)
+    assert codes["copy5"][:2] == tok.item_tokens[it5.item_id][:2]
+    after = load_tokenizer(out)
+    assert after.version == 2 and after.stats["unique_rate"] == 1.0
+    assert np.allclose(after.embeddings("semantic")[60], tok.embeddings("semantic")[5], atol=1e-5)

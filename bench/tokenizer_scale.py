@@ -116,11 +116,12 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/genrec_tokenizer_scale")
     ap.add_argument("--keep", action="store_true", help="keep embeddings and artifacts")
     ap.add_argument("--compare-sklearn", action="store_true")
+    ap.add_argument("--json", default=None, help="also write the measurements as JSON here")
     args = ap.parse_args()
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"cores {os.cpu_count()}, load average before {os.getloadavg()}")
+    print(f"cores {os.cpu_count()}, load average before {os.getloadavg()}", flush=True)
     rows = []
     for n in args.sizes:
         r = run_build(work, n, args.dim, args.k, args.seed)
@@ -134,7 +135,8 @@ def main() -> None:
             shutil.rmtree(work / "out", ignore_errors=True)
             for f in work.glob(f"*_{n}.npy"):
                 f.unlink()
-    print(f"load average after {os.getloadavg()}")
+    load_after = os.getloadavg()
+    print(f"load average after {load_after}")
     print(f"\n{'items':>10} {'wall s':>8} {'cpu s':>8} {'RSS GiB':>8} {'x items':>8} {'x wall':>7} {'x cpu':>7} {'x RSS':>7}")
     for prev, r in zip([None, *rows[:-1]], rows):
         ratios = [f"{r[key] / prev[key]:>7.2f}" if prev else f"{'':>7}" for key in ("wall_s", "cpu_s", "peak_rss_gib")]
@@ -146,6 +148,10 @@ def main() -> None:
         ok = r["wall_s"] <= 300 and r["peak_rss_gib"] <= 4
         print(f"target (1M: <= 300 s, <= 4 GiB): {'met' if ok else 'NOT met'} "
               f"({r['wall_s']:.0f} s, {r['peak_rss_gib']:.2f} GiB)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"cores": os.cpu_count(), "dim": args.dim, "k": args.k,
+                                               "load_average_after": load_after, "builds": rows}, indent=1) + "\n")
     if args.compare_sklearn:
         compare_sklearn(args.dim, args.k, args.seed)
 

@@ -40,6 +40,57 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="genrec.data.fetch:main")
 
 
+def _add_inference(sub: argparse._SubParsersAction) -> None:
+    """``evaluate``, ``recommend`` and ``serve``: everything that loads a trained run."""
+    p = sub.add_parser("evaluate", help="Recall/NDCG@K of a trained run (constrained beam search), vs baselines")
+    p.add_argument("--model", required=True, help="run directory written by `genrec train`")
+    p.add_argument("--data", required=True, help="canonical dataset directory the run was trained on")
+    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument("--out", required=True, help="output directory (metrics.json, comparison.md, provenance.json)")
+    p.add_argument("--baselines", nargs="*", default=[], metavar="DIR",
+                   help="`genrec baseline` output directories to compare against")
+    p.add_argument("--num-beams", type=int, default=20, help="beam width (default 20)")
+    p.add_argument("--batch-size", type=int, default=8, help="users decoded at once (default 8)")
+    p.add_argument("--max-users", type=int, default=None,
+                   help="evaluate a seeded random subset of this many users (baselines re-scored on the same)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --max-users subset (default 0)")
+    p.add_argument("--exclude-history", action="store_true",
+                   help="never rank the user's history items (default: keep them, as the baselines do)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default 0: torch's choice; 1 is often fastest on a busy CPU)")
+    p.set_defaults(handler="genrec.evaluate:main")
+
+    p = sub.add_parser("recommend", help="recommend items for a history with a trained run")
+    p.add_argument("--model", required=True, help="run directory written by `genrec train`")
+    p.add_argument("--history", required=True, nargs="+", metavar="ID",
+                   help="item ids (or exact titles), oldest first")
+    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    p.add_argument("--exclude-history", action="store_true", help="do not recommend the history's items")
+    p.add_argument("--where", default=None, metavar="JSON",
+                   help='attribute filter, e.g. \'{"categories": "Comedy"}\' (see docs/serving.md)')
+    p.add_argument("--instruction", default=None, help="custom prompt text ({history} = the history's indices)")
+    p.add_argument("--num-beams", type=int, default=None, help="beam width (default max(20, k))")
+    p.add_argument("--data", default=None, help="dataset directory, when the one recorded in the run has moved")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--json", action="store_true", help='print a JSON list of {"item_id", "title", "score"}')
+    p.set_defaults(handler="genrec.recommender:main")
+
+    p = sub.add_parser("serve", help="HTTP API (FastAPI): POST /recommend, GET /health, docs at /docs")
+    p.add_argument("--model", required=True, help="run directory written by `genrec train`")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-batch", type=int, default=16, help="requests decoded together at most (default 16)")
+    p.add_argument("--max-wait-ms", type=float, default=10.0,
+                   help="how long a batch waits for more requests after its first (default 10)")
+    p.add_argument("--num-beams", type=int, default=20, help="default beam width (default 20)")
+    p.add_argument("--data", default=None, help="dataset directory, when the one recorded in the run has moved")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default 0: torch's choice; 1 is often fastest on a busy CPU)")
+    p.set_defaults(handler="genrec.serving:main")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genrec", description="Generative LLM recommenders, EAGER-LLM style.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -78,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(handler="genrec.train:main")
+
+    _add_inference(sub)
 
     p = sub.add_parser("demo", help="run the end-to-end demo on the embedded default")
     p.add_argument("--out", default="runs/demo", help="output directory")

@@ -23,3 +23,15 @@ class ConfigError(GenrecError):
 
 class FetchError(GenrecError):
     """An embedded default could not be downloaded or failed its checksum."""
+
+
+class RequestError(GenrecError):
+    """A recommendation request that cannot be served as given (unknown items, empty history, bad k).
+
+    ``field`` names the request field at fault and ``values`` the offending values, so the HTTP
+    server can answer 422 pointing at them.
+    """
+
+    def __init__(self, message: str, field: str | None = None, values: list | None = None) -> None:
+        super().__init__(message)
+        self.field, self.values = field, list(values or [])

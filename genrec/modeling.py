@@ -6,6 +6,10 @@ Fine-tuning modes (``model.mode`` in a recipe):
 - ``lora``: base weights in ``model.dtype``, LoRA adapters;
 - ``full``: every weight trains.
 
+``model.base: scratch`` builds a randomly initialised LLaMA-architecture model (sizes in
+``model.scratch``) around the tokenizer named by ``model.tokenizer``: a small from-scratch
+recommender for CPU benchmarking. It trains in ``full`` mode only.
+
 In the two LoRA modes only the new item / summary rows of the (tied) embedding matrix train,
 through PEFT's ``trainable_token_indices``; the rest of the vocabulary stays frozen.
 """
@@ -24,6 +28,10 @@ from genrec.tasks.collate import SUMMARY_TOKEN
 log = logging.getLogger(__name__)
 
 MODES = ("qlora", "lora", "full")
+SCRATCH = "scratch"
+SCRATCH_DEFAULTS: dict[str, int] = {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
+                                    "num_attention_heads": 4, "num_key_value_heads": 4,
+                                    "max_position_embeddings": 1024}
 INITS = ("text", "mean", "random")
 
 
@@ -39,10 +47,17 @@ class ModelConfig:
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # linear layers with adapters
     new_token_init: str = "text"  # text: mean embedding of the titles of the items sharing the token; mean; random
     gradient_checkpointing: bool = False  # trade compute for activation memory (large models)
+    tokenizer: str = "smollm2-135m"  # base: scratch only — whose tokenizer (and chat template) to use
+    scratch: dict[str, int] = field(default_factory=dict)  # base: scratch only — LlamaConfig sizes
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"model.mode must be one of {MODES}, got {self.mode!r}")
+        if self.base == SCRATCH and self.mode != "full":
+            raise ValueError("model.base: scratch trains every weight; set model.mode: full")
+        unknown = sorted(set(self.scratch) - set(SCRATCH_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown model.scratch key(s) {unknown}; allowed: {sorted(SCRATCH_DEFAULTS)}")
         if self.new_token_init not in INITS:
             raise ValueError(f"model.new_token_init must be one of {INITS}, got {self.new_token_init!r}")
         if self.lora_r < 1:
@@ -127,7 +142,13 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     from genrec.models import load_causal_lm
 
     quant = "4bit" if cfg.mode == "qlora" else None
-    model, tok = load_causal_lm(cfg.base, dtype=cfg.dtype, quantization=quant)
+    if cfg.base == SCRATCH:
+        model, tok = scratch_model(cfg, seed)
+    else:
+        model, tok = load_causal_lm(cfg.base, dtype=cfg.dtype, quantization=quant,
+                                    device=training_device() if quant else "cpu")
+        if quant:
+            keep_cpu_4bit_layout(model)
     new_ids = add_item_tokens(tok, item_tokens)
     model.resize_token_embeddings(len(tok), mean_resizing=False)
     by_id = {tok.convert_tokens_to_ids(t): v for t, v in (token_texts or {}).items()}
@@ -150,21 +171,72 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    emb_name = _embedding_module_name(model)
+    token_rows = {_module_name(model, model.get_input_embeddings(), "input embedding"): list(new_ids)}
+    out = model.get_output_embeddings()
+    if out is not None and out.weight is not model.get_input_embeddings().weight:
+        # untied LM head: its new rows must train too, or the model could read but never emit items
+        token_rows[_module_name(model, out, "output embedding")] = list(new_ids)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
-                      trainable_token_indices={emb_name: list(new_ids)},
+                      trainable_token_indices=token_rows,
                       modules_to_save=[AUX_MODULE] if aux_factory is not None else None)
     model = get_peft_model(model, lora)
     return model, tok, new_ids
 
 
-def _embedding_module_name(model: Any) -> str:
-    emb = model.get_input_embeddings()
+def scratch_model(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
+    """A randomly initialised ``LlamaForCausalLM`` (sizes ``SCRATCH_DEFAULTS`` | ``cfg.scratch``) and
+    the tokenizer of ``cfg.tokenizer``; embeddings tied, seeded by ``seed``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from genrec.models import as_dtype, load_tokenizer
+
+    tok = load_tokenizer(cfg.tokenizer)
+    sizes = {**SCRATCH_DEFAULTS, **{k: int(v) for k, v in cfg.scratch.items()}}
+    if sizes["hidden_size"] % sizes["num_attention_heads"]:
+        raise ConfigError(f"model.scratch.hidden_size={sizes['hidden_size']} must be divisible by "
+                          f"num_attention_heads={sizes['num_attention_heads']}")
+    config = LlamaConfig(vocab_size=len(tok), tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **sizes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).to(as_dtype(cfg.dtype))
+    log.info("scratch LLaMA: %s parameters (%s)", f"{sum(p.numel() for p in model.parameters()):,}",
+             ", ".join(f"{k}={v}" for k, v in sizes.items()))
+    return model, tok
+
+
+def training_device() -> str:
+    """Where a quantized model is placed at load time (the Trainer cannot move 4-bit weights):
+    this process's GPU under ``accelerate``/``torchrun`` (``LOCAL_RANK``), else the CPU."""
+    import os
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def keep_cpu_4bit_layout(model: torch.nn.Module) -> None:
+    """Turn off bitsandbytes' in-place CPU repacking of 4-bit weights in eval mode.
+
+    On CPUs with AVX512-BF16, ``Linear4bit`` rewrites its weight into an inference-only layout
+    the first time it runs without gradients (e.g. the Trainer's evaluation). That layout fails
+    for layers narrower than a quantization block and is not the layout training expects.
+    """
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:  # pragma: no cover - bitsandbytes is a dependency
+        return
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _module_name(model: Any, target: torch.nn.Module, what: str) -> str:
     for name, module in model.named_modules():
-        if module is emb:
+        if module is target:
             return name.rsplit(".", 1)[-1]
-    raise ConfigError("could not find the input embedding module of the base model")
+    raise ConfigError(f"could not find the {what} module of the base model")
 
 
 def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -34,6 +34,9 @@ from genrec.data.split import leave_one_out
 from genrec.errors import ConfigError, DataError
 from genrec.io import checksums, provenance, write_json
 from genrec.modeling import ModelConfig
+from genrec.tasks.prompts import TEMPLATES
+
+AUX_TERMS = ("contrastive_semantic", "contrastive_behavior", "reconstruction_embedding", "reconstruction_codes")
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,13 @@ class TasksConfig:
     use_chat_template: bool = True  # render with the base model's chat template when it has one
     max_eval_examples: int = 512  # validation examples (next-item on the valid split) for eval loss
 
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.mix) - set(TEMPLATES))
+        if unknown:
+            raise ValueError(f"tasks.mix names unknown tasks {unknown}; valid: {sorted(TEMPLATES)}")
+        if any(not isinstance(v, (int, float)) or v < 0 for v in self.mix.values()) or not any(self.mix.values()):
+            raise ValueError(f"tasks.mix shares must be numbers >= 0, at least one > 0; got {self.mix}")
+
 
 @dataclass
 class LossConfig:
@@ -56,6 +66,16 @@ class LossConfig:
     })  # aux term → weight (LM loss has weight 1); a term with weight 0 is not computed
     num_negatives: int = 2048  # sampled catalog negatives for the contrastive loss (whole catalog if smaller)
     temperature: float = 0.07  # InfoNCE temperature
+
+    def __post_init__(self) -> None:
+        unknown = sorted(k for k, w in self.weights.items() if w and k not in AUX_TERMS)
+        if unknown:
+            raise ValueError(f"losses.weights names unknown terms {unknown}; valid: {list(AUX_TERMS)} "
+                             "(the LM loss always has weight 1)")
+        if self.num_negatives < 1:
+            raise ValueError(f"losses.num_negatives must be >= 1, got {self.num_negatives}")
+        if self.temperature <= 0:
+            raise ValueError(f"losses.temperature must be > 0, got {self.temperature}")
 
 
 @dataclass
@@ -74,6 +94,7 @@ class TrainingConfig:
     bf16: bool = False  # bfloat16 autocast (GPUs with bf16 support)
     deepspeed: str | None = None  # path to a DeepSpeed JSON config (see recipes/accelerate/)
     dataloader_num_workers: int = 0  # DataLoader workers
+    response_logits_only: bool = True  # LM head on response positions only (same loss, far less compute)
 
 
 @dataclass
@@ -121,15 +142,18 @@ def aux_factory(cfg: TrainConfig, tables: dict[str, torch.Tensor], codes: list[l
     from genrec.trainer import AuxLosses
 
     active = {k for k, w in cfg.losses.weights.items() if w}
-    known = {"contrastive_semantic", "contrastive_behavior", "reconstruction_embedding", "reconstruction_codes"}
-    if active - known:
-        raise ConfigError(f"losses.weights names unknown terms {sorted(active - known)}; valid: {sorted(known)}")
+    if active - set(AUX_TERMS):
+        raise ConfigError(f"losses.weights names unknown terms {sorted(active - set(AUX_TERMS))}; "
+                          f"valid: {list(AUX_TERMS)}")
     if not active:
         return None
-    contrastive_streams = {s: tables[s] for s in ("semantic", "behavior") if f"contrastive_{s}" in active}
-    missing = [s for s in contrastive_streams if s not in tables]
+    needed = {"contrastive_semantic": "semantic", "contrastive_behavior": "behavior",
+              "reconstruction_embedding": "semantic"}
+    missing = sorted({f"{k} (needs {needed[k]})" for k in active if k in needed and needed[k] not in tables})
     if missing:
-        raise ConfigError(f"losses.weights uses stream(s) {missing} that the item tokenizer does not have")
+        raise ConfigError(f"losses.weights: {', '.join(missing)} but the item tokenizer has only the stream(s) "
+                          f"{sorted(tables)}; set those weights to 0 or use a tokenizer with both streams")
+    contrastive_streams = {s: tables[s] for s in ("semantic", "behavior") if f"contrastive_{s}" in active}
     code_matrix = None
     sizes = None
     if "reconstruction_codes" in active:
@@ -224,7 +248,11 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     sid = tok.convert_tokens_to_ids(SUMMARY_TOKEN)
 
     def encode(exs, desc):
-        return [render(e, tok, sid, cfg.tasks.max_length, cfg.tasks.use_chat_template) for e in tqdm(exs, desc=desc)]
+        try:
+            return [render(e, tok, sid, cfg.tasks.max_length, cfg.tasks.use_chat_template)
+                    for e in tqdm(exs, desc=desc)]
+        except ValueError as e:  # a response longer than the example budget
+            raise ConfigError(f"tasks.max_length={cfg.tasks.max_length} is too small: {e}; raise it") from None
 
     train_data = encode(examples, "tokenise train")
     eval_data = encode(eval_examples, "tokenise valid")
@@ -238,12 +266,15 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
         metric_for_best_model="eval_loss", greater_is_better=False, seed=cfg.seed, data_seed=cfg.seed,
         bf16=t.bf16, use_cpu=not torch.cuda.is_available(), report_to=[], remove_unused_columns=False,
         deepspeed=t.deepspeed, dataloader_num_workers=t.dataloader_num_workers, save_only_model=False,
+        # The aux heads run outside the wrapped forward: DDP must not mark them unused.
+        ddp_find_unused_parameters=False,
     )
     callbacks = [JsonlLogger(run_dir / "train_log.jsonl")]
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer = GenRecTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
                             data_collator=Collator(tok.pad_token_id), loss_weights=dict(cfg.losses.weights),
+                            response_logits_only=t.response_logits_only,
                             callbacks=callbacks)
     trainer.train(resume_from_checkpoint=True if resume else None)
     if trainer.is_world_process_zero():
@@ -264,7 +295,11 @@ def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any
     shutil.copytree(itok.path, stage / "item_tokenizer")
     inputs = checksums([Path(cfg.data) / "items.jsonl", Path(cfg.data) / "sequences.jsonl",
                         Path(itok.path) / "item_codes.json"])
-    write_json(stage / "provenance.json", provenance(to_dict(cfg), cfg.seed, inputs))
+    prov = provenance(to_dict(cfg), cfg.seed, inputs)
+    prov["distributed"] = {"world_size": trainer.args.world_size,
+                           "type": str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1],
+                           "device": str(trainer.args.device)}
+    write_json(stage / "provenance.json", prov)
     log_path = run_dir / "train_log.jsonl"
     if log_path.is_file():
         loss_curve(log_path, stage / "loss_curve.png")

@@ -60,3 +60,33 @@ def test_lora_modes_train_only_adapters_and_new_rows(tiny, mode):
     old = [i for i in range(len(tok)) if i not in new_ids]
     assert torch.allclose(out[old], before[old].float())
     assert not torch.allclose(out[new_ids[1]], before[new_ids[1]].float())
+
+
+def test_untied_lm_head_trains_its_new_rows(tmp_path):
+    untied = str(make_tiny_llm(tmp_path / "untied", tie=False))
+    model, tok, new_ids = build_model(ModelConfig(base=untied, mode="lora", lora_r=4), TOKENS, None)
+    head_before = model.get_output_embeddings()(torch.eye(32)).detach().clone()  # [H, V]: rows of W^T
+    ids = torch.tensor([[5, 6, tok.convert_tokens_to_ids("<s0_1>"), tok.convert_tokens_to_ids("<b0_0>")]])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    head_after = model.get_output_embeddings()(torch.eye(32)).detach()
+    old = [i for i in range(len(tok)) if i not in new_ids]
+    assert torch.allclose(head_after[:, old], head_before[:, old])
+    assert not torch.allclose(head_after[:, new_ids[2]], head_before[:, new_ids[2]])
+
+
+def test_scratch_model_is_seeded_and_full_only(tiny):
+    cfg = ModelConfig(base="scratch", tokenizer=tiny, mode="full",
+                      scratch={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                               "num_attention_heads": 4, "num_key_value_heads": 2})
+    a, tok, new_ids = build_model(cfg, TOKENS, None, seed=3)
+    b, _, _ = build_model(cfg, TOKENS, None, seed=3)
+    assert a.config.hidden_size == 32 and a.config.num_hidden_layers == 1
+    assert a.get_input_embeddings().weight.shape[0] == len(tok)
+    assert torch.equal(a.get_input_embeddings().weight, b.get_input_embeddings().weight)
+    with pytest.raises(ValueError, match="mode: full"):
+        ModelConfig(base="scratch", mode="lora")
+    with pytest.raises(ValueError, match="unknown model.scratch"):
+        ModelConfig(base="scratch", mode="full", scratch={"hidden": 8})

@@ -55,3 +55,24 @@ def test_trainer_logs_terms_and_updates_aux(tmp_path, mode):
 
         saved = load_file(ckpt / "adapter_model.safetensors")
         assert any("genrec_aux" in k for k in saved), "aux heads must be saved with the adapter"
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_response_only_logits_equal_the_models_own_loss(tmp_path, mode):
+    from genrec.trainer import response_lm_loss, supports_response_logits
+
+    base = make_tiny_llm(tmp_path / "base")
+    model, tok, _ = build_model(ModelConfig(base=str(base), mode=mode, lora_r=4), TOKENS)
+    sid = tok.convert_tokens_to_ids(SUMMARY_TOKEN)
+    data = [render(Example("seqrec", "which item next " * (i + 1), "".join(CODES[i % 4]), i % 4), tok, sid)
+            for i in range(5)]
+    batch = Collator(tok.pad_token_id)(data)
+    batch.pop("summary_pos"), batch.pop("targets")
+    assert supports_response_logits(model)
+    full = model(**batch).loss
+    labels = batch.pop("labels")
+    out = model(**batch, output_hidden_states=True, logits_to_keep=1)
+    assert out.logits.shape[1] == 1
+    ours = response_lm_loss(model, out.hidden_states[-1], labels)
+    torch.testing.assert_close(ours, full, rtol=1e-5, atol=1e-6)
+    ours.backward()  # gradients flow through the head on the kept positions

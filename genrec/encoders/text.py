@@ -27,7 +27,7 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from genrec.models import ModelSource, as_dtype, load_causal_lm, load_encoder, r
 log = logging.getLogger(__name__)
 
 POOLING_VERSION = 1  # bump when pooling changes, so old cached rows are not reused
+CACHE_EVERY = 2048  # texts per cache shard written while embedding: an interrupted run keeps its work
 
 
 @dataclass
@@ -90,6 +91,11 @@ def item_texts(item: Item, cfg: TextEncoderConfig) -> list[str]:
                           f"available: {', '.join('{' + k + '}' for k in mapping)}") from None
     except (ValueError, IndexError) as e:
         raise ConfigError(f"text_encoder.template {cfg.template!r} is not a valid format string ({e})") from None
+
+
+def items_without_text(items: list[Item], cfg: TextEncoderConfig) -> list[str]:
+    """Ids of the items that have none of ``cfg.fields`` (their id is embedded instead)."""
+    return [it.item_id for it in items if not any(_field_value(it, name) for name in cfg.fields)]
 
 
 def _field_value(item: Item, name: str) -> str:
@@ -231,13 +237,15 @@ def embed_items(items: list[Item], cfg: TextEncoderConfig | None = None, cache_d
     if missing:
         if encoder is None:
             encoder = TextEncoder(cfg, source)
-        new = encode_texts(encoder, missing, cfg, progress=progress)
-        vectors.update(zip(missing, new))
+        store = None
         if cache is not None:
-            try:
-                cache.put(missing, new)
-            except OSError as e:  # the vectors are still good; only the next run pays again
-                log.warning("could not store embeddings in %s (%s)", cache.root, e)
+            def store(rows: list[int], vecs: np.ndarray) -> None:
+                try:
+                    cache.put([missing[i] for i in rows], vecs)
+                except OSError as e:  # the vectors are still good; only the next run pays again
+                    log.warning("could not store embeddings in %s (%s)", cache.root, e)
+        new = encode_texts(encoder, missing, cfg, progress=progress, checkpoint=store)
+        vectors.update(zip(missing, new))
     dim = len(next(iter(vectors.values())))
     out = np.empty((len(items), dim), dtype=np.float32)
     for i, texts in enumerate(per_item):
@@ -245,11 +253,17 @@ def embed_items(items: list[Item], cfg: TextEncoderConfig | None = None, cache_d
     return out
 
 
-def encode_texts(encoder: TextEncoder, texts: list[str], cfg: TextEncoderConfig, progress: bool = True) -> np.ndarray:
-    """Vectors ``[T, H]`` for ``texts`` in order; batched longest-first to cut padding."""
+def encode_texts(encoder: TextEncoder, texts: list[str], cfg: TextEncoderConfig, progress: bool = True,
+                 checkpoint: Callable[[list[int], np.ndarray], None] | None = None) -> np.ndarray:
+    """Vectors ``[T, H]`` for ``texts`` in order; batched longest-first to cut padding.
+
+    ``checkpoint(rows, vectors)`` receives the finished rows every :data:`CACHE_EVERY` texts and
+    at the end (the embedding cache stores them, so an interrupted run loses at most that much).
+    """
     lengths = [len(ids) for ids in encoder.tokenizer(texts, truncation=True, max_length=encoder.max_length)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
     out: np.ndarray | None = None
+    done: list[int] = []
     with _threads(cfg.num_threads), tqdm(total=len(texts), desc="embedding texts", unit="text",
                                          disable=not progress) as bar:
         for start in range(0, len(order), cfg.batch_size):
@@ -266,6 +280,10 @@ def encode_texts(encoder: TextEncoder, texts: list[str], cfg: TextEncoderConfig,
                                 "themselves are broken")
             out[idx] = vec
             bar.update(len(idx))
+            done.extend(idx)
+            if checkpoint is not None and (len(done) >= CACHE_EVERY or start + cfg.batch_size >= len(order)):
+                checkpoint(done, out[done])
+                done = []
     assert out is not None
     return out
 

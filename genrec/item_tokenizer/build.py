@@ -23,9 +23,10 @@ from genrec.config import load_config, to_dict
 from genrec.data.dataset import Dataset
 from genrec.errors import DataError
 from genrec.io import atomic_dir, checksums, provenance, write_json
-from genrec.item_tokenizer.artifact import dataset_record, load_tokenizer, write_item_codes
+from genrec.item_tokenizer.artifact import check_dataset, dataset_record, load_tokenizer, write_item_codes
 from genrec.item_tokenizer.codebook import Codebook
 from genrec.item_tokenizer.config import TokenizerConfig
+from genrec.item_tokenizer.preprocess import Preprocess, mean_pair_cosine
 from genrec.item_tokenizer.stats import format_table, summary_stats
 from genrec.item_tokenizer.tree import fit_tree, resolve_branching
 from genrec.item_tokenizer.vocab import index_string
@@ -46,7 +47,8 @@ def check_finite(x: np.ndarray, item_ids: list[str], stream: str, source: str) -
 
 
 def load_precomputed(path: str, n: int | None, stream: str) -> np.ndarray:
-    """A precomputed ``[N, D]`` embedding file (memory-mapped), checked against the catalog size."""
+    """A precomputed ``[N, D]`` embedding file, checked against the catalog size (through a memory
+    map, before anything is read) and then loaded as float32 (preprocessing transforms it in place)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{stream}.embeddings file {p} does not exist; give an .npy of shape [num_items, D]")
@@ -60,7 +62,8 @@ def load_precomputed(path: str, n: int | None, stream: str) -> np.ndarray:
                         "items.jsonl order")
     if not np.issubdtype(x.dtype, np.floating):
         raise DataError(f"{p} has dtype {x.dtype}; embeddings must be floating point")
-    return x
+    del x  # unmap: the array is read once, into memory it owns
+    return np.load(p).astype(np.float32, copy=False)
 
 
 def stream_embeddings(stream: str, cfg: TokenizerConfig, ds: Dataset | None, n: int | None,
@@ -74,10 +77,15 @@ def stream_embeddings(stream: str, cfg: TokenizerConfig, ds: Dataset | None, n: 
         raise DataError(f"{stream}.encoder={section.encoder} needs a dataset: set data=DIR "
                         "(made by `genrec data prepare` or `genrec data fetch`)")
     if stream == "semantic":
-        from genrec.encoders.text import embed_items
+        from genrec.encoders.text import embed_items, items_without_text
 
+        blank = items_without_text(ds.items, cfg.semantic.text)
+        if blank:  # documented fallback: the item id is embedded instead
+            log.warning("%d item(s) have none of the text fields %s (e.g. %s); their item id is embedded instead",
+                        len(blank), cfg.semantic.text.fields, blank[:5])
         x = embed_items(ds.items, cfg.semantic.text, cache_dir=cfg.cache_dir, progress=cfg.progress)
-        return np.asarray(x, dtype=np.float32), {"encoder": "text", "config": to_dict(cfg.semantic.text)}
+        return np.asarray(x, dtype=np.float32), {"encoder": "text", "config": to_dict(cfg.semantic.text),
+                                                 "items_without_text": len(blank)}
     from genrec.data.split import leave_one_out
 
     split = leave_one_out(ds, max_history=cfg.max_history)  # encoders train on split.train only
@@ -122,10 +130,14 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
             if enc.get("path"):
                 inputs.append(enc["path"])
             check_finite(x, item_ids, stream, enc.get("path", f"the {enc['encoder']} encoder"))
-            _save_embeddings(x, tmp / f"embeddings_{stream}.npy", enc.get("path"))
+            _save_embeddings(x, tmp / f"embeddings_{stream}.npy", enc.get("path"))  # raw encoder output
             timings[f"{stream}_embeddings"] = round(time.time() - t0, 3)
             t0 = time.time()
             kc = (cfg.semantic if stream == "semantic" else cfg.behavior).kmeans
+            # centre (whiten, normalise) before clustering; the tree stores the transform
+            pre = Preprocess.fit(x, center=kc.center, whiten=kc.whiten, normalize=kc.normalize)
+            cos_raw = mean_pair_cosine(x, seed=cfg.seed)
+            x = pre.apply(np.ascontiguousarray(x, dtype=np.float32), inplace=True)
             ks[stream] = resolve_branching(kc.k, kc.depth, n)
             # one BLAS thread by default: per-node products are small, and on a shared machine
             # spinning threads cost more than they give (docs/item_tokenizer.md, benchmarks)
@@ -134,9 +146,13 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
                                 cfg.seed + (1 if stream == "behavior" else 0), iters=kc.iters,
                                 sample_per_cluster=kc.sample_per_cluster, init=kc.init, refine=kc.refine,
                                 tol=kc.tol, name=stream, progress=cfg.progress)
+            tree.preprocess = pre
             tree.save(tmp / f"centroids_{stream}.npz")
             stream_codes[stream] = tree.codes
-            meta[stream] = {"method": kc.method, "dim": int(x.shape[1]), "encoder": enc["encoder"]}
+            meta[stream] = {"method": kc.method, "dim": int(x.shape[1]), "encoder": enc["encoder"],
+                            "preprocess": pre.describe(),
+                            "mean_cosine": {"raw": round(cos_raw, 4),
+                                            "clustered": round(mean_pair_cosine(x, seed=cfg.seed), 4)}}
             encoders[stream] = enc
             timings[f"{stream}_clustering"] = round(time.time() - t0, 3)
             del x, tree
@@ -146,7 +162,8 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
         write_json(tmp / "tokens.json", cb.vocabulary())
         stats = summary_stats(cb, meta)
         stats["num_build_items"] = len(cb.item_ids)
-        stats["encoders"] = {s: {k: v for k, v in e.items() if k == "valid_metrics"} for s, e in encoders.items()}
+        stats["encoders"] = {s: {k: v for k, v in e.items() if k in ("valid_metrics", "items_without_text")}
+                             for s, e in encoders.items()}
         if cfg.plots:
             from genrec.item_tokenizer.plots import plot_cluster_sizes
 
@@ -160,7 +177,8 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
         write_json(tmp / "stats.json", stats)
         record = provenance(to_dict(cfg), cfg.seed, checksums(inputs))
         record["index"] = {"order": list(cfg.order), "ks": ks, "layout": [f"{a}{b}" for a, b in cb.layout]}
-        record["encoders"] = {s: {k: v for k, v in e.items() if k != "valid_metrics"} for s, e in encoders.items()}
+        record["encoders"] = {s: {k: v for k, v in e.items() if k not in ("valid_metrics", "items_without_text")}
+                              for s, e in encoders.items()}
         record["dataset"] = data_record
         write_json(tmp / "config.json", record)
     return out
@@ -178,8 +196,16 @@ def describe(tok: Any) -> str:
     s = tok.stats
     rows = [(f"{name} ({st.get('method', '?')})", st["levels"]) for name, st in s["streams"].items()]
     rows.append(("index (all positions)", s["index"]))
+    pre = []
+    for name, st in s["streams"].items():
+        if "preprocess" in st:
+            steps = [k for k in ("center", "whiten", "normalize") if st["preprocess"].get(k)] or ["none"]
+            cos = st.get("mean_cosine", {})
+            pre.append(f"{name}: {st.get('encoder', '?')} {st.get('dim', '?')}-d, preprocessing {'+'.join(steps)}, "
+                       f"mean cosine of random pairs {cos.get('raw', float('nan')):.3f} -> "
+                       f"{cos.get('clustered', float('nan')):.3f}")
     return "\n".join([
-        f"tokenizer {tok.path}  (version {s.get('version', 1)})",
+        f"tokenizer {tok.path}  (version {s.get('version', 1)})", *pre,
         (f"items {s['num_items']:,}  new tokens {len(tok.tokens):,}  index length "
          f"{s['index_length']['min']}-{s['index_length']['max']}"),
         (f"collision rate before disambiguation {s['collision_rate']:.4f}  "
@@ -209,7 +235,14 @@ def inspect_report(tok: Any, n: int = 10, groups: int = 3, seed: int = 0) -> str
     titles = tok.titles()
     ids = tok.item_ids
     rng = np.random.default_rng(seed)
-    lines = [describe(tok), "", f"sample items ({min(n, len(ids))} of {len(ids):,}):"]
+    lines = [describe(tok)]
+    data = (tok.config.get("dataset") or {}).get("path")
+    if data and Path(data).is_dir():
+        try:
+            check_dataset(tok, data)
+        except DataError as e:  # inspecting still works; say that the titles may be stale
+            lines.append(f"warning: {e}")
+    lines += ["", f"sample items ({min(n, len(ids))} of {len(ids):,}):"]
     for i in np.sort(rng.choice(len(ids), min(n, len(ids)), replace=False)):
         item = ids[int(i)]
         lines.append(f"  {index_string(tok.item_tokens[item]):<40} {item:<14} {titles.get(item, '')[:70]}")

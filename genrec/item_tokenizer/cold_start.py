@@ -4,8 +4,9 @@ A new item has text but no interactions, so:
 
 1. its semantic embedding comes from the text encoder recorded in config.json (or is given);
 2. its behavior embedding is the mean behavior embedding of its ``k`` nearest existing items by
-   semantic cosine similarity (items that read alike tend to be consumed alike);
-3. each embedding is routed down its stream's stored tree: nearest centroid per level for plain
+   semantic cosine similarity, measured after the semantic stream's preprocessing (centred: raw
+   pooled LLM vectors are all nearly parallel), as items that read alike tend to be consumed alike;
+3. each embedding goes through its stream's stored preprocessing and is routed down its stream's stored tree: nearest centroid per level for plain
    and residual trees; in balanced trees (whose cells are not Voronoi cells) the levels above
    the last follow the path of the nearest existing item in that stream, and the last level
    takes the nearest child;
@@ -26,6 +27,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,23 +39,29 @@ from genrec.errors import DataError
 from genrec.io import atomic_dir, write_json
 from genrec.item_tokenizer.artifact import ItemTokenizer, load_tokenizer, write_item_codes
 from genrec.item_tokenizer.codebook import Codebook
+from genrec.item_tokenizer.preprocess import Preprocess
 from genrec.item_tokenizer.stats import summary_stats
 
 CHUNK = 65536
 
 
-def nearest_rows(new: np.ndarray, table: np.ndarray, k: int, cosine: bool = False) -> np.ndarray:
+def nearest_rows(new: np.ndarray, table: np.ndarray, k: int, cosine: bool = False,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Indices ``[M, k]`` of the ``k`` rows of ``table [N, D]`` nearest to each row of
-    ``new [M, D]`` (Euclidean, or cosine similarity), nearest first; chunked over ``N`` so a
-    memory-mapped million-row table never loads at once."""
+    ``new [M, D]`` (Euclidean, or cosine similarity), nearest first, after ``transform`` (applied
+    to both); chunked over ``N`` so a memory-mapped million-row table never loads at once."""
     k = min(k, table.shape[0])
     q = np.asarray(new, dtype=np.float32)
+    if transform is not None:
+        q = transform(q)
     if cosine:
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(q), 0), dtype=np.int64)
     for s in range(0, table.shape[0], CHUNK):
         block = np.asarray(table[s:s + CHUNK], dtype=np.float32)
+        if transform is not None:
+            block = transform(block)
         if cosine:
             score = q @ (block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)).T
         else:  # larger is nearer: -|b|^2 + 2 q.b  (|q|^2 is the same for every row)
@@ -65,9 +73,11 @@ def nearest_rows(new: np.ndarray, table: np.ndarray, k: int, cosine: bool = Fals
     return best_i
 
 
-def semantic_neighbors(new: np.ndarray, existing: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` most cosine-similar existing items ``[M, k]`` per new semantic embedding."""
-    return nearest_rows(new, existing, k, cosine=True)
+def semantic_neighbors(new: np.ndarray, existing: np.ndarray, k: int,
+                       preprocess: Preprocess | None = None) -> np.ndarray:
+    """The ``k`` most cosine-similar existing items ``[M, k]`` per new semantic embedding,
+    compared after ``preprocess`` (the semantic tree's stored transform)."""
+    return nearest_rows(new, existing, k, cosine=True, transform=None if preprocess is None else preprocess.apply)
 
 
 def _semantic_embeddings(tok: ItemTokenizer, items: list[Item], given: np.ndarray | None,
@@ -112,8 +122,9 @@ def assign_new_items(tokenizer_dir: str | Path, new_items: list[Item], *,
     k = neighbors or int(tok.config["config"].get("cold_start", {}).get("neighbors", 10))
     sem = _semantic_embeddings(tok, new_items, semantic_embeddings, progress)
     vectors = {"semantic": sem}
+    trees = {s: tok.tree(s) for s in tok.order}
     if "behavior" in tok.order:
-        nb = semantic_neighbors(sem, tok.embeddings("semantic"), k)
+        nb = semantic_neighbors(sem, tok.embeddings("semantic"), k, trees["semantic"].preprocess)
         beh = tok.embeddings("behavior")
         vectors["behavior"] = np.stack([np.asarray(beh[np.sort(row)], dtype=np.float32).mean(axis=0) for row in nb])
 
@@ -122,15 +133,16 @@ def assign_new_items(tokenizer_dir: str | Path, new_items: list[Item], *,
     for row, d in zip(map(tuple, cb.codes.tolist()), cb.disamb.tolist()):
         taken.setdefault(row, []).append(d)
     new_codes, new_d = [], []
-    trees = {s: tok.tree(s) for s in tok.order}
     tables = {s: tok.embeddings(s) for s in tok.order}
     # balanced trees: follow the nearest existing item's path (see CodeTree.route)
     paths: dict[str, np.ndarray | None] = {}
     col = 0
     for s in tok.order:
         width = len(tok.ks[s])
-        paths[s] = (cb.codes[nearest_rows(vectors[s], tables[s], 1)[:, 0], col:col + width]
-                    if trees[s].method == "balanced" else None)
+        paths[s] = None
+        if trees[s].method == "balanced":
+            near = nearest_rows(vectors[s], tables[s], 1, transform=trees[s].preprocess.apply)[:, 0]
+            paths[s] = cb.codes[near, col:col + width]
         col += width
     for i, item in enumerate(new_items):
         base: list[int] = []
@@ -191,7 +203,8 @@ def _rewrite(tok: ItemTokenizer, cb: Codebook, new_items: list[Item], vectors: d
         write_item_codes(tmp / "item_codes.json", cb.item_ids, cb.item_tokens())
         known = set(tok.tokens)
         write_json(tmp / "tokens.json", list(tok.tokens) + [t for t in cb.vocabulary() if t not in known])
-        meta = {s: {key: v for key, v in tok.stats["streams"][s].items() if key in ("method", "dim", "encoder")}
+        keep = ("method", "dim", "encoder", "preprocess", "mean_cosine")
+        meta = {s: {key: v for key, v in tok.stats["streams"][s].items() if key in keep}
                 for s in tok.order}
         stats = summary_stats(cb, meta, version=tok.version + 1)
         for key in ("num_build_items", "encoders", "timings_s"):

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from genrec.item_tokenizer.balanced import balanced_kmeans
 from genrec.item_tokenizer.kmeans import cluster_means, fit_centroids, nearest
+from genrec.item_tokenizer.preprocess import Preprocess
 
 METHODS = ("balanced", "plain", "residual")
 
@@ -82,6 +83,8 @@ class CodeTree:
     ks: list[int]
     codes: np.ndarray
     levels: list[Level]
+    # transform of raw embeddings into the space the centroids live in (identity unless set)
+    preprocess: Preprocess = field(default_factory=Preprocess)
     _index: list[dict[tuple[int, ...], int]] = field(default_factory=list, repr=False)
 
     @property
@@ -95,6 +98,7 @@ class CodeTree:
         for i, lv in enumerate(self.levels):
             for name in ("prefix", "offsets", "code", "ref", "centroids"):
                 arrays[f"l{i}_{name}"] = getattr(lv, name)
+        arrays.update(self.preprocess.to_arrays())
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
@@ -104,13 +108,15 @@ class CodeTree:
             meta = json.loads(str(z["meta"]))
             levels = [Level(*(z[f"l{i}_{n}"] for n in ("prefix", "offsets", "code", "ref", "centroids")))
                       for i in range(len(meta["ks"]))]
-        return cls(meta["method"], list(meta["ks"]), np.zeros((0, len(meta["ks"])), np.int32), levels)
+            pre = Preprocess.from_arrays(z)
+        return cls(meta["method"], list(meta["ks"]), np.zeros((0, len(meta["ks"])), np.int32), levels, pre)
 
     def route(self, x: np.ndarray, items: np.ndarray, path: list[int] | None = None
               ) -> tuple[list[int], list[int]]:
         """Route one new embedding ``x [D]`` down the tree.
 
-        ``items [N, D]`` are the build items' embeddings (fallback children use them). Without
+        ``x`` and ``items [N, D]`` (the build items' embeddings, which fallback children use) are
+        raw encoder outputs; the tree's :attr:`preprocess` maps both into its space. Without
         ``path`` each level takes the nearest child. With ``path`` (the codes of the new item's
         nearest existing item) levels above the last follow it: in a balanced tree the capacity
         constraint moves items off their nearest centroid, so the cells are not Voronoi cells
@@ -121,7 +127,7 @@ class CodeTree:
         if not self._index:
             self._index = [{tuple(int(v) for v in p): m for m, p in enumerate(lv.prefix)} for lv in self.levels]
         codes: list[int] = []
-        resid = x.astype(np.float32, copy=True)
+        resid = self.preprocess.apply(np.asarray(x, dtype=np.float32)[None])[0]
         prefs: list[int] = []
         for lvl, lv in enumerate(self.levels):
             node = 0 if self.method == "residual" else self._index[lvl].get(tuple(codes))
@@ -137,7 +143,8 @@ class CodeTree:
             own = refs >= 0
             vecs = np.empty((len(rows), resid.shape[0]), dtype=np.float32)
             vecs[own] = lv.centroids[refs[own]]
-            vecs[~own] = items[-refs[~own] - 1]
+            if (~own).any():
+                vecs[~own] = self.preprocess.apply(np.asarray(items[-refs[~own] - 1], dtype=np.float32))
             d = ((vecs - resid) ** 2).sum(axis=1)
             ranked = lv.code[rows][np.argsort(d, kind="stable")]
             codes.append(int(ranked[0]))

@@ -207,6 +207,31 @@ def test_cache_shards_merge_and_keep_every_row(tmp_path):
     assert EmbeddingCache.open(tmp_path, {"model": "m2"}).get(["t0"]) == {}
 
 
+def test_an_interrupted_run_keeps_the_batches_it_finished(tiny_llama, tmp_path, monkeypatch):
+    import genrec.encoders.text as text_mod
+
+    monkeypatch.setattr(text_mod, "CACHE_EVERY", 2)
+    cfg = TextEncoderConfig(model=str(tiny_llama), batch_size=2)
+    real_encode = TextEncoder.encode
+    calls: list[int] = []
+
+    def failing(self, texts):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_encode(self, texts)
+
+    monkeypatch.setattr(TextEncoder, "encode", failing)
+    with pytest.raises(KeyboardInterrupt):
+        embed_items(ITEMS, cfg, cache_dir=tmp_path, progress=False)
+    monkeypatch.setattr(TextEncoder, "encode", lambda self, t: calls.append(len(t)) or real_encode(self, t))
+    calls.clear()
+    full = embed_items(ITEMS, cfg, cache_dir=tmp_path, progress=False)
+    assert sum(calls) == 8 - 4  # 8 distinct texts; the first two batches (4 texts) were kept
+    ref = embed_items(ITEMS, TextEncoderConfig(model=str(tiny_llama), cache=False), progress=False)
+    np.testing.assert_allclose(full, ref, atol=1e-5)
+
+
 def test_non_finite_vectors_raise(tiny_llama, monkeypatch):
     cfg = TextEncoderConfig(model=str(tiny_llama), cache=False)
     enc = TextEncoder(cfg)

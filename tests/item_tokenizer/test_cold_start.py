@@ -54,7 +54,7 @@ def test_new_items_get_unique_codes_and_the_artifact_is_versioned(tmp_path, data
     # embeddings grew by the new rows: given semantic, neighbour-mean behavior
     assert after.embeddings("semantic").shape == (62, 12)
     assert np.allclose(after.embeddings("semantic")[60], sem[7])
-    nb = semantic_neighbors(sem[7][None], sem, 5)[0]
+    nb = semantic_neighbors(sem[7][None], sem, 5, before.tree("semantic").preprocess)[0]
     assert nb[0] == 7
     assert np.allclose(after.embeddings("behavior")[60], beh[nb].mean(axis=0), atol=1e-6)
     assert (out / "new_items.jsonl").read_text().count("\n") == 2

@@ -14,7 +14,7 @@ from genrec.config import load_config
 from genrec.data.dataset import Dataset
 from genrec.errors import ConfigError, DataError
 from genrec.item_tokenizer.artifact import load_tokenizer
-from genrec.item_tokenizer.build import build_tokenizer
+from genrec.item_tokenizer.build import build_tokenizer, inspect_report
 from genrec.item_tokenizer.config import TokenizerConfig
 from genrec.item_tokenizer.vocab import parse_index
 
@@ -128,6 +128,12 @@ def test_dataset_change_is_detected(tmp_path, dataset_dir):
     items.write_text(items.read_text().replace("volume 5", "volume five"))
     with pytest.raises(DataError, match=r"items.jsonl changed since tokenizer .* was built \(sha256 mismatch\)"):
         load_tokenizer(out, dataset=dataset_dir)
+    report = inspect_report(load_tokenizer(out))  # inspecting still works, and says so
+    assert "warning:" in report and "items.jsonl changed since tokenizer" in report
+    (dataset_dir / "sequences.jsonl").write_text((dataset_dir / "sequences.jsonl").read_text() + "\n")
+    items.write_text(items.read_text().replace("volume five", "volume 5"))
+    with pytest.raises(DataError, match=r"sequences.jsonl changed .*interaction sequences are not the ones"):
+        load_tokenizer(out, dataset=dataset_dir)
     ds = Dataset.load(dataset_dir)
     ds.items = ds.items[:-1]
     with pytest.raises(DataError, match="differ from the 60 items"):
@@ -146,6 +152,18 @@ def test_bad_inputs_give_one_clear_error(tmp_path, dataset_dir):
         load_config(TokenizerConfig, recipe, ["semantic.kmeans.k=[4,4]", "semantic.kmeans.depth=3"])
     with pytest.raises(DataError, match="is not an item tokenizer directory"):
         load_tokenizer(tmp_path)
+
+
+def test_k_larger_than_the_catalog_falls_back_to_one_code_per_item(tmp_path, dataset_dir):
+    # K = 256 for 60 items: the root node is not clustered, every item is its own child
+    out = _build(_recipe(tmp_path, dataset_dir, 60, sem_k="256"), "semantic.kmeans.depth=2",
+                 "behavior.kmeans.k=[256, 4]")
+    tok = load_tokenizer(out)
+    sem = tok.stats["streams"]["semantic"]["levels"]
+    assert sem[0]["clusters_used"] == 60 and sem[0]["largest_cluster"] == 1 and sem[1]["codes_used"] == 1
+    assert [tok.item_tokens[i][0] for i in tok.item_ids[:3]] == ["<s0_0>", "<s0_1>", "<s0_2>"]  # item order
+    assert tok.stats["collision_rate"] == 0.0 and tok.stats["unique_rate"] == 1.0
+    assert len(tok.tokens) == 256 + 256 + 256 + 4  # every level keeps its K codes for cold start
 
 
 def test_cli_build_and_inspect(tmp_path, dataset_dir, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +68,23 @@ def test_build_with_tiny_encoders_then_cold_start_by_text(tmp_path, dataset_dir,
     after = load_tokenizer(out)
     assert after.version == 2 and after.stats["unique_rate"] == 1.0
     assert np.allclose(after.embeddings("semantic")[60], tok.embeddings("semantic")[5], atol=1e-5)
+
+
+def test_items_without_text_embed_their_id_and_are_counted(tmp_path, dataset_dir, tiny_llama, caplog):
+    items = dataset_dir / "items.jsonl"
+    lines = items.read_text().splitlines()
+    for i in (0, 1):  # it0, it1 lose all their text
+        rec = json.loads(lines[i])
+        rec.update(title="", categories=[])
+        lines[i] = json.dumps(rec)
+    items.write_text("\n".join(lines) + "\n")
+    cfg = load_config(TokenizerConfig, None, [
+        "name=blank", f"data={dataset_dir}", f"out_dir={tmp_path / 'out'}", "progress=false", "plots=false",
+        f"cache_dir={tmp_path / 'cache'}", "order=[semantic]", f"semantic.text.model={tiny_llama}",
+        "semantic.text.fields=[title, categories]", "semantic.kmeans.k=8", "semantic.kmeans.depth=auto"])
+    with caplog.at_level(logging.WARNING, logger="genrec.item_tokenizer.build"):
+        out = build_tokenizer(cfg)
+    assert "2 item(s) have none of the text fields" in caplog.text and "'it0', 'it1'" in caplog.text
+    tok = load_tokenizer(out, dataset=dataset_dir)
+    assert tok.stats["encoders"]["semantic"]["items_without_text"] == 2 and tok.stats["unique_rate"] == 1.0
+    assert np.isfinite(tok.embeddings("semantic")).all()

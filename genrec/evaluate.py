@@ -1,0 +1,273 @@
+"""``genrec evaluate``: Recall/NDCG@K of a trained run under the baselines' protocol.
+
+Protocol: the leave-one-out split of :mod:`genrec.data.split` with the run's
+``tasks.max_history``; each user's history is rendered as the ``seqrec`` training prompt and
+decoded by constrained beam search (``num_beams``, default 20) into a ranked list of up to 20
+distinct catalog items; :func:`genrec.evaluation.ranking_metrics` scores the lists — the same
+function the baselines use, so the numbers are directly comparable with ``genrec baseline``'s
+``metrics.json``. Seen items stay rankable (as for the baselines) unless ``exclude_history``.
+
+``OUT`` (``--out``) receives, all at once when the evaluation succeeds:
+
+- ``metrics.json``      ``{SPLIT: {recall@5 .. ndcg@20, invalid_rate, coverage, users}}``
+- ``comparison.md``     the model against each ``--baselines`` directory (on the same users)
+- ``predictions.jsonl`` per user: user id, target, the ranked top-20 item ids
+- ``provenance.json``   settings, seed, library versions, checksums of the data and the run
+
+``invalid_rate`` is the share of returned hypotheses whose generated tokens are not the index of
+a catalog item (checked by decoding each sequence, not by trusting the trie; 0 by construction).
+``coverage`` is the share of catalog items appearing in at least one top-20 list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm.auto import tqdm
+
+from genrec.data.dataset import Dataset
+from genrec.data.split import EvalSet, leave_one_out
+from genrec.errors import ConfigError, DataError
+from genrec.evaluation import DEFAULT_KS, METRIC_KEYS, evaluate_scores, ranking_metrics
+from genrec.io import atomic_dir, checksums, provenance, read_json, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("valid", "test")
+DATASET_FILES = ("items.jsonl", "sequences.jsonl", "stats.json", "manifest.json")
+RUN_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "config.yaml",
+             "tokenizer.json", "item_tokenizer/item_codes.json")
+EXTRA_KEYS = ("invalid_rate", "coverage", "users")
+
+
+def subset(data: EvalSet, indices: Sequence[int] | np.ndarray) -> EvalSet:
+    """The rows ``indices`` of an evaluation set (same order)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    return EvalSet(data.users[idx], [data.histories[i] for i in idx], data.targets[idx])
+
+
+def sample_users(n: int, max_users: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``max_users`` of ``n`` users (all when ``None``)."""
+    if max_users is None or max_users >= n:
+        return np.arange(n, dtype=np.int64)
+    if max_users < 1:
+        raise ConfigError(f"max_users must be >= 1, got {max_users}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_users, replace=False)).astype(np.int64)
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test", num_beams: int = 20,
+                 batch_size: int = 8, max_users: int | None = None, seed: int = 0, progress: bool = True, *,
+                 exclude_history: bool = False, out: str | Path | None = None,
+                 baselines: Sequence[str | Path] = (), recommender: Any = None) -> dict[str, Any]:
+    """Evaluate a ``genrec train`` run on ``split`` of the dataset ``data_dir``.
+
+    ``max_users`` evaluates a seeded (``seed``) random subset of users; ``recommender`` reuses an
+    already loaded :class:`~genrec.recommender.GenRecommender` of the run; ``out`` writes the
+    artifacts listed in the module docstring, ``baselines`` adds them to ``comparison.md``.
+
+    Returns ``{split: {recall@5 .. ndcg@20, invalid_rate, coverage, users}, "split": split,
+    "user_indices": [...], "num_beams": ..., "seconds": ...}`` — ``result[split]`` is what
+    ``metrics.json`` holds under the split's key; ``user_indices`` are the evaluated rows of the
+    split (= user indices of the dataset), to evaluate baselines on the same users with
+    :func:`baseline_metrics`.
+    """
+    from genrec.recommender import GenRecommender
+
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    if num_beams < 1 or batch_size < 1:
+        raise ConfigError(f"num_beams and batch_size must be >= 1, got {num_beams}, {batch_size}")
+    start = time.time()
+    data_dir = Path(data_dir)
+    rec = recommender or GenRecommender.from_pretrained(run_dir, data_dir=data_dir)
+    ds = Dataset.load(data_dir)
+    if [it.item_id for it in ds.items] != [it.item_id for it in rec.items]:
+        raise DataError(f"the items of {data_dir} differ from the catalog the run was loaded with; evaluate on the "
+                        "dataset the model was trained on")
+    evalset = getattr(leave_one_out(ds, rec.max_history), split)
+    users = sample_users(len(evalset), max_users, seed)
+    data = subset(evalset, users)
+    k_max = max(DEFAULT_KS)
+    k = min(k_max, num_beams, rec.num_items)
+    if k < k_max:
+        log.warning("ranking only %d items per user (num_beams=%d, %d items): metrics @%d count targets beyond "
+                    "rank %d as misses", k, num_beams, rec.num_items, k_max, k)
+    ranked = np.full((len(data), k_max), -1, dtype=np.int64)
+    generated = invalid = 0
+    bar = tqdm(total=len(data), desc=f"evaluate {split}", disable=not progress, unit="user")
+    for lo in range(0, len(data), batch_size):
+        hist = data.histories[lo:lo + batch_size]
+        prompts = [rec.prompt_for(h) for h in hist]
+        filters = [_exclude(h) for h in hist] if exclude_history else [None] * len(hist)
+        results, counts = rec.search(prompts, filters, k, max(num_beams, k))
+        generated += counts["generated"]
+        invalid += counts["invalid"]
+        for j, row in enumerate(results):
+            items = [i for i, _ in row][:k_max]
+            ranked[lo + j, :len(items)] = items
+        bar.update(len(hist))
+    bar.close()
+    metrics = ranking_metrics(ranked, data.targets)
+    shown = ranked[ranked >= 0]
+    metrics.update({"invalid_rate": invalid / generated if generated else 0.0,
+                    "coverage": len(np.unique(shown)) / rec.num_items, "users": len(data)})
+    seconds = time.time() - start
+    log.info("%s: recall@10 %.4f ndcg@10 %.4f over %d users in %.0f s", split, metrics["recall@10"],
+             metrics["ndcg@10"], len(data), seconds)
+    result = {split: metrics, "split": split, "user_indices": users.tolist(), "num_beams": int(max(num_beams, k)),
+              "seconds": round(seconds, 2)}
+    if out is not None:
+        settings = {"run_dir": str(run_dir), "data_dir": str(data_dir), "split": split, "num_beams": num_beams,
+                    "batch_size": batch_size, "max_users": max_users, "seed": seed,
+                    "exclude_history": exclude_history, "max_history": rec.max_history, "prompt_template": 0,
+                    "base_model": rec.base_model}
+        _write(Path(out), result, rec, ds, data_dir, data, ranked, baselines, settings, progress)
+    return result
+
+
+def _exclude(history: np.ndarray) -> Any:
+    from genrec.generation import ItemFilter
+
+    return ItemFilter(exclude=np.unique(history).tolist()) if len(history) else None  # lists: filters test truthiness
+
+
+# ------------------------------------------------------------------------------------- baselines
+def baseline_metrics(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",
+                     user_indices: Sequence[int] | None = None, progress: bool = False) -> dict[str, float]:
+    """Metrics of a ``genrec baseline`` output directory on ``split``, on the given users only.
+
+    Re-scores the saved baseline (popularity counts are refit from the training prefixes as the
+    baseline did; SASRec's ``model.pt`` is loaded) with the baseline's own settings, so on all
+    users the result equals its ``metrics.json``. ``user_indices=None`` reads ``metrics.json``.
+    """
+    bdir = Path(baseline_dir)
+    if user_indices is None:
+        return {k: float(v) for k, v in read_json(bdir / "metrics.json")[split].items()}
+    prov = read_json(bdir / "provenance.json") if (bdir / "provenance.json").is_file() else {}
+    model = prov.get("model")
+    ds = Dataset.load(data_dir)
+    if model == "pop":
+        import torch
+
+        from genrec.baselines.popularity import PopularityConfig, item_counts
+        from genrec.config import from_dict
+
+        cfg = from_dict(PopularityConfig, yaml.safe_load((bdir / "config.yaml").read_text(encoding="utf-8")))
+        sp = leave_one_out(ds, cfg.max_len)
+        counts = item_counts(sp.train, sp.num_items)
+        if split == "test" and cfg.test_counts == "train+valid":
+            counts = counts + np.bincount(sp.valid.targets, minlength=sp.num_items)
+        scores = torch.as_tensor(counts, dtype=torch.float32)
+        return evaluate_scores(lambda h: scores.expand(len(h), -1), subset(getattr(sp, split), user_indices),
+                               cfg.max_len, batch_size=cfg.eval_batch_size, exclude_history=cfg.exclude_history,
+                               desc=f"pop {split}", progress=progress)
+    if model == "sasrec":
+        from genrec.baselines.sasrec import evaluate_sasrec, load_sasrec
+
+        net, cfg = load_sasrec(bdir / "model.pt")
+        sp = leave_one_out(ds, cfg.max_len)
+        return evaluate_sasrec(net, subset(getattr(sp, split), user_indices), cfg, desc=f"sasrec {split}",
+                               progress=progress)
+    raise DataError(f"{bdir} is not a `genrec baseline` output (provenance.json names model {model!r}, expected "
+                    "pop or sasrec); re-evaluating it on a user subset needs its saved model")
+
+
+def comparison_table(rows: dict[str, dict[str, float]]) -> str:
+    """Markdown table ``model | users | recall@5 .. ndcg@20``; the best value per column in bold."""
+    keys = list(METRIC_KEYS)
+    best = {k: max(r[k] for r in rows.values()) for k in keys}
+    lines = ["| model | users | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
+    for name, m in rows.items():
+        cells = [f"**{m[k]:.4f}**" if m[k] == best[k] and len(rows) > 1 else f"{m[k]:.4f}" for k in keys]
+        lines.append(f"| {name} | {m.get('users', '')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _baseline_rows(baselines: Sequence[str | Path], data_dir: Path, split: str, users: np.ndarray, n_all: int,
+                   our_items_sha: str, progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
+    rows, notes = {}, []
+    for b in baselines:
+        bdir = Path(b)
+        if not (bdir / "metrics.json").is_file():
+            raise DataError(f"--baselines {bdir}: no metrics.json there; give directories written by "
+                            "`genrec baseline`")
+        prov = read_json(bdir / "provenance.json") if (bdir / "provenance.json").is_file() else {}
+        name = f"{prov.get('model', 'baseline')} ({bdir.name})"
+        shas = [v for p, v in (prov.get("inputs") or {}).items() if p.endswith("items.jsonl")]
+        if shas and our_items_sha not in shas:
+            notes.append(f"- warning: {name} was trained on a dataset whose items.jsonl differs from {data_dir}'s")
+        if len(users) == n_all:
+            m = baseline_metrics(bdir, data_dir, split)
+        else:
+            try:
+                m = baseline_metrics(bdir, data_dir, split, users, progress)
+            except (DataError, OSError) as e:
+                notes.append(f"- {name}: could not re-score on the user subset ({e}); all-user metrics.json shown")
+                m = baseline_metrics(bdir, data_dir, split)
+                m["users"] = n_all
+                rows[name] = m
+                continue
+        m["users"] = len(users)
+        rows[name] = m
+    return rows, notes
+
+
+def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: Path, data: EvalSet,
+           ranked: np.ndarray, baselines: Sequence[str | Path], settings: dict[str, Any], progress: bool) -> None:
+    split = result["split"]
+    metrics = result[split]
+    users = np.asarray(result["user_indices"], dtype=np.int64)
+    n_all = len(getattr(leave_one_out(ds, rec.max_history), split))
+    items_sha = sha256_file(data_dir / "items.jsonl")
+    rows, notes = _baseline_rows(baselines, data_dir, split, users, n_all, items_sha, progress)
+    model_name = f"genrec ({rec.name or 'model'})"
+    table = comparison_table({model_name: metrics, **rows})
+    scope = "all users" if len(users) == n_all else f"a seeded random subset of {len(users)} of {n_all} users " \
+        f"(seed {settings['seed']}); baselines re-scored on the same users"
+    md = (f"# {model_name} vs baselines — {split} split\n\n"
+          f"Leave-one-out, full catalog ({rec.num_items} items), {scope}. genrec: constrained beam search, "
+          f"{result['num_beams']} beams, history ≤ {rec.max_history}, "
+          f"{'history excluded' if settings['exclude_history'] else 'seen items kept rankable'}; "
+          f"invalid rate {metrics['invalid_rate']:.4f}, coverage@20 {metrics['coverage']:.4f}.\n\n{table}\n")
+    if notes:
+        md += "\n" + "\n".join(notes) + "\n"
+    run_dir = rec.run_dir or Path(settings["run_dir"])
+    inputs = checksums([data_dir / f for f in DATASET_FILES] + [run_dir / f for f in RUN_FILES])
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "metrics.json", {split: metrics})
+        (tmp / "comparison.md").write_text(md, encoding="utf-8")
+        rows = zip(data.users.tolist(), data.targets.tolist(), ranked.tolist())
+        with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps({"user_id": ds.users[u], "target": ds.items[t].item_id,
+                                     "ranked": [ds.items[i].item_id for i in row if i >= 0]},
+                                    ensure_ascii=False) + "\n" for u, t, row in rows)
+        prov = provenance(config=settings, seed=settings["seed"], inputs=inputs)
+        prov.update({"user_indices": result["user_indices"], "seconds": result["seconds"],
+                     "baselines": [str(b) for b in baselines]})
+        write_json(tmp / "provenance.json", prov)
+    log.info("wrote %s", out)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``genrec evaluate``."""
+    from genrec.recommender import set_threads
+
+    set_threads(args.threads)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory; choose another output path")
+    result = evaluate_run(args.model, args.data, split=args.split, num_beams=args.num_beams,
+                          batch_size=args.batch_size, max_users=args.max_users, seed=args.seed,
+                          progress=not args.no_progress, exclude_history=args.exclude_history, out=out,
+                          baselines=args.baselines or ())
+    print((out / "comparison.md").read_text(encoding="utf-8"))
+    print(f"wrote {out}/metrics.json ({result['seconds']:.0f} s)")
+    return 0

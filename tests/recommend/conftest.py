@@ -1,0 +1,40 @@
+"""One tiny trained run (and its loaded recommender) shared by the recommend / evaluate / serve tests."""
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tiny_run import make_tiny_run
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    # A tiny model gains nothing from intra-op threads, and on a busy 2-core machine OpenMP
+    # spinning makes each decoding step ~100x slower (2 s vs 20 ms per request).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    with one_torch_thread():
+        return make_tiny_run(tmp_path_factory.mktemp("rec_run"), steps=4)
+
+
+@pytest.fixture(scope="session")
+def rec(tiny_run):
+    from genrec.recommender import GenRecommender
+
+    return GenRecommender.from_pretrained(tiny_run, device="cpu")

@@ -1,0 +1,88 @@
+"""evaluate_run / `genrec evaluate`: metrics under the baselines' protocol, artifacts, user subsets."""
+
+import json
+
+import numpy as np
+import pytest
+
+from genrec.baselines.run import run_baseline
+from genrec.cli import main as cli
+from genrec.data.dataset import Dataset
+from genrec.data.split import leave_one_out
+from genrec.evaluate import baseline_metrics, evaluate_run, sample_users
+from genrec.evaluation import METRIC_KEYS, ranking_metrics
+from genrec.io import read_json
+
+
+@pytest.fixture(scope="module")
+def data_dir(tiny_run):
+    return tiny_run.parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def pop_dir(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pop") / "pop"
+    run_baseline(data_dir, "pop", out, progress=False)
+    return out
+
+
+def test_evaluate_writes_metrics_comparison_and_provenance(tiny_run, data_dir, pop_dir, rec, tmp_path):
+    out = tmp_path / "eval"
+    res = evaluate_run(tiny_run, data_dir, split="test", batch_size=16, progress=False, out=out,
+                       baselines=[pop_dir], recommender=rec)
+    metrics = read_json(out / "metrics.json")
+    assert list(metrics) == ["test"]
+    m = metrics["test"]
+    assert set(m) == set(METRIC_KEYS) | {"invalid_rate", "coverage", "users"}
+    assert m["invalid_rate"] == 0.0 and m["users"] == 30 and 0 < m["coverage"] <= 1
+    assert res["test"] == m and res["user_indices"] == list(range(30))
+    assert all(0 <= m[k] <= 1 for k in METRIC_KEYS) and m["recall@5"] <= m["recall@10"] <= m["recall@20"]
+    table = (out / "comparison.md").read_text()
+    assert "| genrec (tiny) |" in table and "| pop (pop) |" in table and "test split" in table
+    prov = read_json(out / "provenance.json")
+    assert prov["config"]["num_beams"] == 20 and any(p.endswith("items.jsonl") for p in prov["inputs"])
+    # The metrics are ranking_metrics of the written predictions: recompute them independently.
+    ds = Dataset.load(data_dir)
+    pos = {it.item_id: i for i, it in enumerate(ds.items)}
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 30 and all(len(r["ranked"]) == 20 and len(set(r["ranked"])) == 20 for r in rows)
+    ranked = np.asarray([[pos[i] for i in r["ranked"]] for r in rows])
+    targets = leave_one_out(ds, 8).test.targets
+    assert ranking_metrics(ranked, targets) == {k: m[k] for k in METRIC_KEYS}
+    assert [pos[r["target"]] for r in rows] == targets.tolist()
+
+
+def test_user_subset_is_seeded_and_baselines_are_rescored_on_it(tiny_run, data_dir, pop_dir, rec, tmp_path):
+    assert sample_users(30, 10, seed=3).tolist() == sample_users(30, 10, seed=3).tolist()
+    assert sample_users(30, 10, seed=3).tolist() != sample_users(30, 10, seed=4).tolist()
+    res = evaluate_run(tiny_run, data_dir, split="valid", max_users=10, seed=3, progress=False, recommender=rec,
+                       out=tmp_path / "sub", baselines=[pop_dir])
+    assert res["valid"]["users"] == 10 and res["user_indices"] == sample_users(30, 10, 3).tolist()
+    # On all users the re-scored baseline equals its metrics.json; on the subset it is what the table shows.
+    full = baseline_metrics(pop_dir, data_dir, "valid", list(range(30)))
+    assert full == pytest.approx(read_json(pop_dir / "metrics.json")["valid"])
+    sub = baseline_metrics(pop_dir, data_dir, "valid", res["user_indices"])
+    assert f"| pop (pop) | 10 | {sub['recall@5']:.4f}".replace("**", "") in \
+        (tmp_path / "sub" / "comparison.md").read_text().replace("**", "")
+
+
+def test_exclude_history_never_ranks_seen_items(tiny_run, data_dir, rec, tmp_path):
+    evaluate_run(tiny_run, data_dir, max_users=6, progress=False, recommender=rec, exclude_history=True,
+                 out=tmp_path / "ex")
+    ds = Dataset.load(data_dir)
+    hist = {ds.users[u]: {ds.items[i].item_id for i in s[:-1][-8:]} for u, s in enumerate(ds.sequences)}
+    for line in (tmp_path / "ex" / "predictions.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        assert not set(r["ranked"]) & hist[r["user_id"]]
+
+
+def test_cli_evaluate_and_errors(tiny_run, data_dir, pop_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli(["evaluate", "--model", str(tiny_run), "--data", str(data_dir), "--out", str(out), "--max-users", "5",
+                "--baselines", str(pop_dir), "--no-progress", "--threads", "1"]) == 0
+    assert "| genrec (tiny) |" in capsys.readouterr().out
+    assert read_json(out / "metrics.json")["test"]["users"] == 5
+    assert cli(["evaluate", "--model", str(tiny_run), "--data", str(tmp_path / "missing"), "--out",
+                str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err and not (tmp_path / "x").exists()

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from genrec.config import load_config, to_dict
 from genrec.data.dataset import Dataset
@@ -210,7 +209,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
 
     from genrec.item_tokenizer.artifact import load_tokenizer
     from genrec.modeling import build_model, trainable_parameters
-    from genrec.tasks.collate import SUMMARY_TOKEN, Collator, render
+    from genrec.tasks.collate import SUMMARY_TOKEN, Collator, RenderedExamples
     from genrec.tasks.prompts import TaskBuilder
     from genrec.trainer import GenRecTrainer, JsonlLogger
 
@@ -247,15 +246,14 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     sid = tok.convert_tokens_to_ids(SUMMARY_TOKEN)
 
-    def encode(exs, desc):
+    def encode(exs):
         try:
-            return [render(e, tok, sid, cfg.tasks.max_length, cfg.tasks.use_chat_template)
-                    for e in tqdm(exs, desc=desc)]
+            return RenderedExamples(exs, tok, sid, cfg.tasks.max_length, cfg.tasks.use_chat_template)
         except ValueError as e:  # a response longer than the example budget
             raise ConfigError(f"tasks.max_length={cfg.tasks.max_length} is too small: {e}; raise it") from None
 
-    train_data = encode(examples, "tokenise train")
-    eval_data = encode(eval_examples, "tokenise valid")
+    train_data = encode(examples)  # tokenised lazily: bounded runs touch few of the examples
+    eval_data = encode(eval_examples)
     t = cfg.training
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,

@@ -84,3 +84,40 @@ class Collator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
                 "summary_pos": torch.tensor([r.summary_pos for r in batch]),
                 "targets": torch.tensor([r.target for r in batch])}
+
+
+class RenderedExamples(torch.utils.data.Dataset):
+    """Examples tokenised on first access (then cached): a run bounded by ``max_steps`` tokenises
+    only the examples it draws instead of the whole corpus up front.
+
+    Construction checks every distinct response against ``max_length`` (the one way
+    :func:`render` can fail), so a too-small budget is reported before training starts.
+    """
+
+    def __init__(self, examples: Sequence[Example], tokenizer: Any, summary_id: int, max_length: int = 512,
+                 use_chat_template: bool = True) -> None:
+        self.examples = list(examples)
+        self.args = (tokenizer, summary_id, max_length, use_chat_template)
+        self._cache: dict[int, Rendered] = {}
+        longest: dict[str, tuple[int, str]] = {}
+        for ex in self.examples:
+            if len(ex.response) > longest.get(ex.task, (-1, ""))[0]:
+                longest[ex.task] = (len(ex.response), ex.response)
+        # Token counts do not follow character counts exactly: check each distinct response of the
+        # tasks whose responses are free text, and the longest one of every task.
+        distinct = {ex.response: ex.task for ex in self.examples}
+        for response, task in list(distinct.items()) if len(distinct) <= 50_000 else \
+                [(r, t) for t, (_, r) in longest.items()]:
+            n = len(tokenizer(response, add_special_tokens=False)["input_ids"]) + 1
+            if n >= max_length - 8:
+                raise ValueError(f"response of a {task} example has {n} tokens, "
+                                 f"more than max_length={max_length} allows")
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Rendered:
+        got = self._cache.get(i)
+        if got is None:
+            got = self._cache[i] = render(self.examples[i], *self.args)
+        return got

@@ -1,0 +1,206 @@
+"""Recommendation quality on real data: SASRec vs genrec variants, one protocol, one run.
+
+    .venv/bin/python bench/quality.py --dataset scientific --out /tmp/bench_quality \\
+        --json bench/results/quality_scientific.json [--variants semantic behavior dual dual_aux]
+        [--max-steps 3000] [--eval-users 1000] [train.KEY=VALUE ...] [tokens.KEY=VALUE ...]
+
+Per dataset (``beauty``: p5 reader on ``../shared/datasets/beauty``; ``scientific``: lcrec reader on
+``../shared/datasets/scientific``), everything on the same leave-one-out split:
+
+- ``sasrec``: the full-softmax SASRec baseline (``recipes/baseline_sasrec_beauty.yaml`` settings);
+- ``pop``: popularity;
+- genrec variants, each a model trained from scratch with ``recipes/train_<dataset>_tiny.yaml``
+  (a 4-layer, 256-wide LLaMA-architecture model; override with ``train.KEY=VALUE``), differing
+  only in the item index and the auxiliary losses:
+
+  | variant | item index | aux losses |
+  |---|---|---|
+  | ``semantic`` | semantic codes only (TIGER-like) | none |
+  | ``behavior`` | behavior (DIN) codes only | none |
+  | ``dual`` | semantic then behavior codes (EAGER-LLM) | none |
+  | ``dual_aux`` | dual | global contrastive (both streams) + reconstruction |
+
+The dual tokenizer is built once (``recipes/tokens_<dataset>.yaml``, override with
+``tokens.KEY=VALUE``); the one-stream tokenizers reuse its cached semantic embeddings and its
+behavior embeddings, so every variant sees the same embeddings and clusters per stream.
+genrec models are evaluated by constrained beam search on a seeded subset of test users
+(``--eval-users``, all users with 0), the baselines re-scored on the same users. Every stage is
+cached under ``--out``: rerunning skips finished stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from genrec.cli import main as cli_main
+from genrec.evaluate import evaluate_run
+from genrec.io import read_json, write_json
+
+SHARED = ROOT.parent / "shared" / "datasets"
+DATASETS = {"beauty": ("p5", SHARED / "beauty"), "scientific": ("lcrec", SHARED / "scientific"),
+            "ml100k": ("fetch", "ml-100k")}
+NO_AUX = "losses.weights={contrastive_semantic: 0, contrastive_behavior: 0, reconstruction_embedding: 0}"
+VARIANTS = {
+    "semantic": (["semantic"], [NO_AUX]),
+    "behavior": (["behavior"], [NO_AUX]),
+    "dual": (["semantic", "behavior"], [NO_AUX]),
+    "dual_aux": (["semantic", "behavior"], []),
+    # ablation of the auxiliary terms (bench/ablation.py)
+    "dual_contrastive": (["semantic", "behavior"], [
+        "losses.weights={contrastive_semantic: 0.1, contrastive_behavior: 0.1, reconstruction_embedding: 0}"]),
+    "dual_reconstruction": (["semantic", "behavior"], [
+        "losses.weights={contrastive_semantic: 0, contrastive_behavior: 0, reconstruction_embedding: 0.1}"]),
+    # ablation of the new-row initialisation (meaningful for pretrained base models)
+    "dual_aux_init_mean": (["semantic", "behavior"], ["model.new_token_init=mean"]),
+    "dual_aux_init_text": (["semantic", "behavior"], ["model.new_token_init=text"]),
+}
+QUALITY_VARIANTS = ["semantic", "behavior", "dual", "dual_aux"]
+log = logging.getLogger("bench.quality")
+
+
+def _cli(argv: list[str]) -> None:
+    log.info("$ genrec %s", " ".join(argv))
+    rc = cli_main(argv)
+    if rc:
+        raise SystemExit(f"genrec {argv[0]} failed with exit status {rc}")
+
+
+def _timed(results: dict, key: str, fn) -> None:
+    start = time.time()
+    fn()
+    results.setdefault("wall_seconds", {})[key] = round(time.time() - start, 1)
+
+
+def main(argv: list[str] | None = None, description: str = __doc__, default_variants: list[str] | None = None,
+         default_split: str = "test") -> int:
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    ap.add_argument("--split", choices=["valid", "test"], default=default_split, help="split the metrics are on")
+    ap.add_argument("--train-recipe", help="training recipe (default recipes/train_<dataset>_tiny.yaml)")
+    ap.add_argument("--out", required=True, help="work directory (cached stages)")
+    ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--variants", nargs="+", default=default_variants or QUALITY_VARIANTS, choices=list(VARIANTS))
+    ap.add_argument("--max-steps", type=int, default=-1, help="cap on training steps per variant (-1: recipe epochs)")
+    ap.add_argument("--eval-users", type=int, default=1000, help="test users evaluated (0: all)")
+    ap.add_argument("--num-beams", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("overrides", nargs="*", help="train.KEY=VALUE (every variant) or tokens.KEY=VALUE (tokenizer)")
+    args = ap.parse_args(argv)
+    split = args.split
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train_over = [o.split(".", 1)[1] for o in args.overrides if o.startswith("train.")]
+    tok_over = [o.split(".", 1)[1] for o in args.overrides if o.startswith("tokens.")]
+    bad = [o for o in args.overrides if not o.startswith(("train.", "tokens."))]
+    if bad:
+        ap.error(f"overrides must start with train. or tokens.: {bad}")
+
+    out = Path(args.out)
+    fmt, raw = DATASETS[args.dataset]
+    data = out / "data"
+    results: dict = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "dataset": args.dataset,
+                     "seed": args.seed, "eval_users": args.eval_users, "num_beams": args.num_beams,
+                     "max_steps": args.max_steps, "overrides": args.overrides, "models": {}}
+    start = time.time()
+    if not (data / "stats.json").is_file():
+        argv_data = ["data", "fetch", str(raw), "--out", str(data)] if fmt == "fetch" else \
+            ["data", "prepare", "--format", fmt, "--path", str(raw), "--out", str(data)]
+        _timed(results, "prepare", lambda: _cli(argv_data))
+    results["stats"] = read_json(data / "stats.json")
+
+    base = {"pop": out / "pop", "sasrec": out / "sasrec"}
+    for name, bdir in base.items():
+        if not (bdir / "metrics.json").is_file():
+            sas = "baseline_sasrec_ml100k.yaml" if args.dataset == "ml100k" else "baseline_sasrec_beauty.yaml"
+            extra = ["--config", str(ROOT / "recipes" / sas), f"seed={args.seed}"] \
+                if name == "sasrec" else []
+            _timed(results, name, lambda n=name, d=bdir, e=extra: _cli(
+                ["baseline", "--data", str(data), "--model", n, "--out", str(d), *e]))
+
+    toks = out / "tokenizers"
+    recipe = ROOT / "recipes" / f"tokens_{args.dataset}.yaml"
+    dual = toks / "dual"
+    if not (dual / "item_codes.json").is_file():
+        _timed(results, "tokens_dual", lambda: _cli(
+            ["tokens", "build", "--config", str(recipe), f"data={data}", f"out_dir={toks}", "name=dual",
+             f"seed={args.seed}", *tok_over]))
+    for stream in ("semantic", "behavior"):
+        one = toks / stream
+        if not (one / "item_codes.json").is_file() and any(VARIANTS[v][0] == [stream] for v in args.variants):
+            # Same embeddings as the dual tokenizer: semantic from the text cache, behavior from its table.
+            extra = ["behavior.encoder=precomputed", f"behavior.embeddings={dual / 'embeddings_behavior.npy'}"] \
+                if stream == "behavior" else []
+            _timed(results, f"tokens_{stream}", lambda s=stream, e=extra: _cli(
+                ["tokens", "build", "--config", str(recipe), f"data={data}", f"out_dir={toks}", f"name={s}",
+                 f"order=[{s}]", f"seed={args.seed}", *tok_over, *e]))
+    results["tokenizers"] = {p.name: read_json(p / "stats.json") for p in sorted(toks.iterdir())
+                             if (p / "stats.json").is_file()}
+
+    runs = out / "runs"
+    train_recipe = args.train_recipe or str(ROOT / "recipes" / f"train_{args.dataset}_tiny.yaml")
+    results["train_recipe"] = train_recipe
+    results["split"] = split
+    evals: dict[str, dict] = {}
+    for variant in args.variants:
+        streams, extra = VARIANTS[variant]
+        tok = toks / ("dual" if len(streams) == 2 else streams[0])
+        run = runs / variant
+        if not (run / "README.md").is_file():
+            resume = ["--resume"] if (run / "checkpoints").is_dir() else []
+            _timed(results, f"train_{variant}", lambda v=variant, t=tok, e=extra, r=resume: _cli(
+                ["train", "--config", train_recipe, *r, f"data={data}",
+                 f"tokenizer={t}", f"output_dir={runs}", f"name={v}", f"seed={args.seed}",
+                 f"training.max_steps={args.max_steps}", *e, *train_over]))
+        ev = out / f"eval_{split}" / variant
+        if not (ev / "metrics.json").is_file():
+            _timed(results, f"eval_{variant}", lambda r=run, e=ev: evaluate_run(
+                r, data, split, num_beams=args.num_beams, max_users=args.eval_users or None, seed=args.seed,
+                out=e, baselines=[base["pop"], base["sasrec"]]))
+        evals[variant] = read_json(ev / "metrics.json")[split]
+        ckpts = list((run / "checkpoints").glob("checkpoint-*")) if (run / "checkpoints").is_dir() else []
+        last = max(ckpts, key=lambda p: int(p.name.split("-")[1])) if ckpts else None
+        state = json.loads((last / "trainer_state.json").read_text()) if last else {}
+        results["models"][f"genrec-{variant}"] = {**evals[variant], "steps": state.get("global_step"),
+                                                  "epoch": state.get("epoch")}
+
+    # Baselines on the same users as genrec (comparison.md of any variant holds them).
+    from genrec.evaluate import baseline_metrics
+
+    if args.variants:
+        users = read_json(out / f"eval_{split}" / args.variants[0] / "provenance.json")["user_indices"]
+        for name, bdir in base.items():
+            results["models"][name] = {**baseline_metrics(bdir, data, split, users), "users": len(users)}
+    results["models_all_users"] = {n: read_json(d / "metrics.json")[split] for n, d in base.items()}
+    sas = results["models"].get("sasrec", {}).get("recall@10")
+    if sas:
+        results["ratio_recall@10_vs_sasrec"] = {k: round(v["recall@10"] / sas, 3)
+                                                for k, v in results["models"].items() if k.startswith("genrec")}
+    results["total_wall_seconds"] = round(time.time() - start, 1)
+    _print(results)
+    write_json(out / "results.json", results)
+    if args.json:
+        write_json(Path(args.json), results)
+    return 0
+
+
+def _print(results: dict) -> None:
+    keys = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+    print(f"\n{results['dataset']}: {results.get('split', 'test')} split, {results['models'].get('sasrec', {}).get('users', '?')} users")
+    print("| model | " + " | ".join(keys) + " | steps |")
+    print("|---|" + "---:|" * (len(keys) + 1))
+    for name, m in results["models"].items():
+        print(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + f" | {m.get('steps') or ''} |")
+    for k, v in (results.get("ratio_recall@10_vs_sasrec") or {}).items():
+        print(f"{k}: recall@10 = {v:.2f}x SASRec")
+    print("wall seconds:", json.dumps(results.get("wall_seconds", {})))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

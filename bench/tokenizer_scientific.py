@@ -95,7 +95,7 @@ def cluster_quality(first: np.ndarray, cats: dict[str, np.ndarray], pairs: np.nd
     from sklearn.metrics import normalized_mutual_info_score
 
     rng = np.random.default_rng(seed)
-    out: dict[str, float] = {"clusters": int(len(np.unique(first)))}
+    out: dict[str, float] = {"clusters": len(np.unique(first))}
     for name, lab in cats.items():
         out[f"purity_{name}"] = round(purity(first, lab), 4)
         out[f"purity_{name}_shuffled"] = round(float(np.mean([purity(rng.permutation(first), lab)

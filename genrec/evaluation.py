@@ -15,7 +15,7 @@ consumption is legitimate); ``exclude_history=True`` masks them, and the choice 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -17,8 +17,9 @@ through PEFT's ``trainable_token_indices``; the rest of the vocabulary stays fro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -212,7 +213,7 @@ def training_device() -> str:
     import os
 
     if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return "cpu"
 
 

@@ -21,7 +21,7 @@ def test_two_process_cpu_training(setup):  # noqa: F811
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "recipes/accelerate/cpu_2proc.yaml"), "-m", "genrec.cli", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = root / "runs" / "ddp"
     assert (run / "adapter_model.safetensors").is_file() and (run / "README.md").is_file()

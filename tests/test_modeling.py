@@ -81,7 +81,7 @@ def test_scratch_model_is_seeded_and_full_only(tiny):
     cfg = ModelConfig(base="scratch", tokenizer=tiny, mode="full",
                       scratch={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                                "num_attention_heads": 4, "num_key_value_heads": 2})
-    a, tok, new_ids = build_model(cfg, TOKENS, None, seed=3)
+    a, tok, _ = build_model(cfg, TOKENS, None, seed=3)
     b, _, _ = build_model(cfg, TOKENS, None, seed=3)
     assert a.config.hidden_size == 32 and a.config.num_hidden_layers == 1
     assert a.get_input_embeddings().weight.shape[0] == len(tok)

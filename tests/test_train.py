@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from genrec.cli import main as cli
+from genrec.config import load_config
 from genrec.data.dataset import Dataset, Item
 from genrec.item_tokenizer.build import build_tokenizer
-from genrec.item_tokenizer.config import KMeansConfig
-from genrec.config import load_config
 from genrec.item_tokenizer.config import TokenizerConfig
 from tests.tiny_llm import make_tiny_llm
 
@@ -56,7 +55,7 @@ def test_train_writes_loadable_run(setup):
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "config.yaml",
                  "provenance.json", "train_log.jsonl", "loss_curve.png", "README.md", "item_tokenizer/item_codes.json"):
         assert (run / name).exists(), name
-    logs = [json.loads(line) for line in open(run / "train_log.jsonl")]
+    logs = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert any("loss_contrastive_semantic" in r for r in logs) and any("eval_loss" in r for r in logs)
     # Standard transformers + peft calls load it.
     from peft import PeftModel

@@ -42,7 +42,7 @@ def test_trainer_logs_terms_and_updates_aux(tmp_path, mode):
     trainer = GenRecTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(tok.pad_token_id),
                             loss_weights=weights, callbacks=[JsonlLogger(tmp_path / "log.jsonl")])
     trainer.train()
-    logs = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    logs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     logged = {k for rec in logs for k in rec}
     for term in ["loss_lm", *[f"loss_{k}" for k in weights]]:
         assert term in logged

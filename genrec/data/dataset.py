@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -120,8 +121,7 @@ class Dataset:
         out_dir = Path(out_dir)
         with atomic_dir(out_dir) as tmp:
             with open(tmp / "items.jsonl", "w", encoding="utf-8") as f:
-                for it in self.items:
-                    f.write(json.dumps(asdict(it), ensure_ascii=False) + "\n")
+                f.writelines(json.dumps(asdict(it), ensure_ascii=False) + "\n" for it in self.items)
             with open(tmp / "sequences.jsonl", "w", encoding="utf-8") as f:
                 for u, (user, seq) in enumerate(zip(self.users, self.sequences)):
                     ts = None if self.timestamps is None else [_num(t) for t in self.timestamps[u]]
@@ -132,7 +132,7 @@ class Dataset:
         return out_dir
 
     @classmethod
-    def load(cls, path: str | Path) -> "Dataset":
+    def load(cls, path: str | Path) -> Dataset:
         """Read a directory written by :meth:`save`; clear errors for anything else."""
         path = Path(path)
         for name in ("items.jsonl", "sequences.jsonl", "stats.json"):

@@ -97,7 +97,7 @@ class Preprocess:
         if "pre_meta" not in z:
             return cls()
         meta = json.loads(str(z["pre_meta"]))
-        return cls(z["pre_mean"] if "pre_mean" in z else None, z["pre_whiten"] if "pre_whiten" in z else None,
+        return cls(z.get("pre_mean"), z.get("pre_whiten"),
                    bool(meta.get("normalize", False)))
 
 

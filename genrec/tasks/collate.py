@@ -11,8 +11,9 @@ available at inference time too; the auxiliary losses read the state at ``summar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

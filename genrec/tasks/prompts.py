@@ -15,8 +15,8 @@ target item so the auxiliary losses can use the summary state.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -129,12 +129,13 @@ class TaskBuilder:
             raise ValueError(f"tasks.mix names unknown tasks {sorted(unknown)}; valid: {sorted(TEMPLATES)}")
         windows = [(h, t) for _, h, t in split.train_windows()]
         sources: dict[str, Callable[[], list[Example]]] = {}
-        for task in mix:
+        for task, share in mix.items():
             if task in ("seqrec", "fusion_titles", "fusion_next_title"):
-                sources[task] = lambda task=task: [self.make(task, h, t) for h, t in self._sample(windows, mix[task])]
+                sources[task] = lambda task=task, share=share: [self.make(task, h, t) for h, t in self._sample(windows, share)]
             else:
                 cat = [(None, i) for i in range(len(self.items))]
-                sources[task] = lambda task=task, cat=cat: [self.make(task, None, t) for _, t in self._sample(cat, mix[task])]
+                sources[task] = lambda task=task, share=share, cat=cat: [self.make(task, None, t)
+                                                                   for _, t in self._sample(cat, share)]
         for task in mix:
             yield from sources[task]()
 
@@ -142,6 +143,6 @@ class TaskBuilder:
         whole, frac = int(scale), scale - int(scale)
         out = pool * whole
         if frac > 0:
-            idx = self.rng.choice(len(pool), size=int(round(frac * len(pool))), replace=False)
+            idx = self.rng.choice(len(pool), size=round(frac * len(pool)), replace=False)
             out += [pool[i] for i in sorted(idx)]
         return out

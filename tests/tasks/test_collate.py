@@ -44,3 +44,18 @@ def test_collator_pads_right(tokenizer):
     assert batch["attention_mask"][short].sum() == len(rs[short].input_ids)
     assert (batch["labels"][short][batch["attention_mask"][short] == 0] == IGNORE_INDEX).all()
     assert batch["targets"].tolist() == [3, 3]
+
+
+def test_lazy_examples_match_eager_rendering_and_check_budget(tokenizer):
+    from genrec.tasks.collate import RenderedExamples
+
+    sid = tokenizer.convert_tokens_to_ids(SUMMARY_TOKEN)
+    exs = [Example("seqrec", "which item next " * (i + 1), "<s0_1><s1_2>", i) for i in range(4)]
+    exs.append(Example("index2item", "title of the item", "title of the item " * 3, -1))
+    lazy = RenderedExamples(exs, tokenizer, sid, max_length=128)
+    assert len(lazy) == 5 and not lazy._cache
+    for i in (3, 0, 4):
+        assert lazy[i] == render(exs[i], tokenizer, sid, max_length=128)
+    assert sorted(lazy._cache) == [0, 3, 4]
+    with pytest.raises(ValueError, match="index2item example has .* tokens"):
+        RenderedExamples(exs, tokenizer, sid, max_length=12)

@@ -236,6 +236,8 @@ def main() -> None:
                     help="torch threads; on a CPU shared with other jobs, 2+ threads make every parallel op wait "
                          "for a descheduled thread (~30 ms each), which swamps what is being measured")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"],
+                    help="which parts to run (default all)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -248,20 +250,32 @@ def main() -> None:
     lens = [len(p) for p in prompts]
     print(f"model {'tiny' if args.tiny else args.model} | {torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
           f"load avg {load_avg[0]:.1f} | prompts {len(prompts)} of {min(lens)}-{max(lens)} tokens", flush=True)
-    res = {"a": part_a(model, tok, prompts, seqs, args)}
-    print("(a)", res["a"], flush=True)
-    res["b"] = part_b(model, tok, prompts, seqs, args)
-    print("(b)", res["b"], flush=True)
-    res["c"] = part_c(model, tok, prompts, item_ids, args)
-    a, b = res["a"], res["b"]
-    print(f"\n(a) {a['items']} items, beam {a['beams']}, top-{a['k']}, batch {a['batch']}, {a['prompts']} prompts")
-    print(f"    {'':28}{'req/s':>10}{'seconds':>10}")
-    print(f"    {'genrec constrained_beam':28}{a['ours_req_per_s']:>10.3f}{a['ours_s']:>10.2f}")
-    print(f"    {'HF generate + prefix fn':28}{a['hf_req_per_s']:>10.3f}{a['hf_s']:>10.2f}")
-    print(f"    speed-up {a['speedup']:.2f}x; identical top-{a['k']} (tie swaps {a['tie_swaps']}, "
-          f"max score diff {a['max_score_diff']:.1e})")
-    print(f"(b) constrained {b['constrained_s']:.2f} s vs unconstrained {b['unconstrained_s']:.2f} s: "
-          f"overhead {b['overhead_pct']:+.1f}%; trie ops {b['trie_step_ms']:.3f} ms per step")
+    res: dict = {"load_avg_before": load_avg[0], "threads": torch.get_num_threads()}
+    if "a" in args.parts:
+        res["a"] = part_a(model, tok, prompts, seqs, args)
+        print("(a)", res["a"], flush=True)
+    if "b" in args.parts:
+        res["b"] = part_b(model, tok, prompts, seqs, args)
+        print("(b)", res["b"], flush=True)
+    if "c" in args.parts:
+        res["c"] = part_c(model, tok, prompts, item_ids, args)
+    if "a" in res:
+        a = res["a"]
+        print(f"\n(a) {a['items']} items, beam {a['beams']}, top-{a['k']}, batch {a['batch']}, {a['prompts']} prompts")
+        print(f"    {'':28}{'req/s':>10}{'seconds':>10}")
+        print(f"    {'genrec constrained_beam':28}{a['ours_req_per_s']:>10.3f}{a['ours_s']:>10.2f}")
+        print(f"    {'HF generate + prefix fn':28}{a['hf_req_per_s']:>10.3f}{a['hf_s']:>10.2f}")
+        print(f"    speed-up {a['speedup']:.2f}x; identical top-{a['k']} (tie swaps {a['tie_swaps']}, "
+              f"max score diff {a['max_score_diff']:.1e})")
+    if "b" in res:
+        b = res["b"]
+        print(f"(b) constrained {b['constrained_s']:.2f} s vs unconstrained {b['unconstrained_s']:.2f} s: "
+              f"overhead {b['overhead_pct']:+.1f}%; trie ops {b['trie_step_ms']:.3f} ms per step")
+    if "c" not in res:
+        print(f"load avg after: {os.getloadavg()[0]:.1f}")
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
+        return
     print(f"(c) {'items':>9}{'nodes':>10}{'trie MB':>9}{'build s':>9}{'latency ms':>12}{'+exclude ms':>13}"
           f"{'excl mask ms':>14}{'item mask ms':>14}")
     for r in res["c"]["catalog"]:

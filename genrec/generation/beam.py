@@ -33,6 +33,21 @@ NEG_INF = float("-inf")
 _FLOOR = -1e30
 
 
+def _cache_field() -> str:
+    """Name of the KV-cache argument / output field: ``cache`` in recent transformers 5.x (where
+    ``past_key_values`` is a deprecated alias), ``past_key_values`` before."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+CACHE_KWARG = _cache_field()
+
+
+def _out_cache(out: Any) -> Any:
+    return getattr(out, CACHE_KWARG)
+
+
 def _device(model: Any) -> torch.device:
     dev = getattr(model, "device", None)
     return dev if isinstance(dev, torch.device) else next(model.parameters()).device
@@ -70,7 +85,7 @@ class _Stepper:
         pos = (self.attn.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=self.ids, attention_mask=self.attn, position_ids=pos,
                          use_cache=self.use_cache, logits_to_keep=1)
-        self.cache = out.past_key_values if self.use_cache else None
+        self.cache = _out_cache(out) if self.use_cache else None
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
     def step(self, parent: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -89,8 +104,8 @@ class _Stepper:
                 self.cache.reorder_cache(parent)
             pos = (self.lengths[self.row_prompt] + t - 1)[:, None]
             out = self.model(input_ids=tokens[:, None], attention_mask=attn, position_ids=pos,
-                             past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-            self.cache = out.past_key_values
+                             use_cache=True, logits_to_keep=1, **{CACHE_KWARG: self.cache})
+            self.cache = _out_cache(out)
         else:
             ids = torch.cat([self.ids[self.row_prompt], self.history], dim=1)
             pos = (attn.cumsum(-1) - 1).clamp(min=0)

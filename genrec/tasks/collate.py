@@ -50,13 +50,18 @@ class Rendered:
     task: str
 
 
+def _check_response(n_tokens: int, task: str, max_length: int) -> None:
+    """A response (with EOS) must leave room for a prompt within ``max_length``."""
+    if n_tokens >= max_length - 8:
+        raise ValueError(f"response of a {task} example has {n_tokens} tokens, "
+                         f"more than max_length={max_length} allows")
+
+
 def render(example: Example, tokenizer: Any, summary_id: int, max_length: int = 512,
            use_chat_template: bool = True) -> Rendered:
     """Tokenise one example; only the response and EOS carry labels."""
     response = tokenizer(example.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if len(response) >= max_length - 8:
-        raise ValueError(f"response of a {example.task} example has {len(response)} tokens, "
-                         f"more than max_length={max_length} allows")
+    _check_response(len(response), example.task, max_length)
     prompt = prompt_ids(tokenizer, example.prompt, summary_id, max_length - len(response), use_chat_template)
     return Rendered(input_ids=prompt + response, labels=[IGNORE_INDEX] * len(prompt) + response,
                     summary_pos=len(prompt) - 1, target=example.target, task=example.task)
@@ -100,19 +105,17 @@ class RenderedExamples(torch.utils.data.Dataset):
         self.examples = list(examples)
         self.args = (tokenizer, summary_id, max_length, use_chat_template)
         self._cache: dict[int, Rendered] = {}
-        longest: dict[str, tuple[int, str]] = {}
-        for ex in self.examples:
-            if len(ex.response) > longest.get(ex.task, (-1, ""))[0]:
-                longest[ex.task] = (len(ex.response), ex.response)
-        # Token counts do not follow character counts exactly: check each distinct response of the
-        # tasks whose responses are free text, and the longest one of every task.
+        # Every distinct response (a few per item); beyond 50k of them, the longest one per task
+        # (token counts follow character counts closely but not exactly).
         distinct = {ex.response: ex.task for ex in self.examples}
-        for response, task in list(distinct.items()) if len(distinct) <= 50_000 else \
-                [(r, t) for t, (_, r) in longest.items()]:
-            n = len(tokenizer(response, add_special_tokens=False)["input_ids"]) + 1
-            if n >= max_length - 8:
-                raise ValueError(f"response of a {task} example has {n} tokens, "
-                                 f"more than max_length={max_length} allows")
+        if len(distinct) > 50_000:
+            longest: dict[str, str] = {}
+            for response, task in distinct.items():
+                if len(response) > len(longest.get(task, "")):
+                    longest[task] = response
+            distinct = {r: t for t, r in longest.items()}
+        for response, task in distinct.items():
+            _check_response(len(tokenizer(response, add_special_tokens=False)["input_ids"]) + 1, task, max_length)
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -26,6 +26,10 @@ behavior embeddings, so every variant sees the same embeddings and clusters per 
 genrec models are evaluated by constrained beam search on a seeded subset of test users
 (``--eval-users``, all users with 0), the baselines re-scored on the same users. Every stage is
 cached under ``--out``: rerunning skips finished stages.
+
+On a small machine ``--background-baseline`` trains SASRec in a child process on one CPU thread
+while this process builds the tokenizers and trains the genrec variants on the others (every
+variant is trained before any is evaluated, as evaluation re-scores SASRec on the same users).
 """
 
 from __future__ import annotations
@@ -33,12 +37,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import torch
 
 from genrec.cli import main as cli_main
 from genrec.evaluate import evaluate_run
@@ -92,15 +100,19 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     ap.add_argument("--eval-users", type=int, default=1000, help="test users evaluated (0: all)")
     ap.add_argument("--num-beams", type=int, default=20)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("overrides", nargs="*", help="train.KEY=VALUE (every variant) or tokens.KEY=VALUE (tokenizer)")
+    ap.add_argument("--background-baseline", action="store_true",
+                    help="train SASRec in a child process on 1 CPU thread while the genrec stages use the rest")
+    ap.add_argument("overrides", nargs="*",
+                    help="train.KEY=VALUE (every variant), tokens.KEY=VALUE (tokenizer) or sasrec.KEY=VALUE")
     args = ap.parse_args(argv)
     split = args.split
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     train_over = [o.split(".", 1)[1] for o in args.overrides if o.startswith("train.")]
     tok_over = [o.split(".", 1)[1] for o in args.overrides if o.startswith("tokens.")]
-    bad = [o for o in args.overrides if not o.startswith(("train.", "tokens."))]
+    sas_over = [o.split(".", 1)[1] for o in args.overrides if o.startswith("sasrec.")]
+    bad = [o for o in args.overrides if not o.startswith(("train.", "tokens.", "sasrec."))]
     if bad:
-        ap.error(f"overrides must start with train. or tokens.: {bad}")
+        ap.error(f"overrides must start with train., tokens. or sasrec.: {bad}")
 
     out = Path(args.out)
     fmt, raw = DATASETS[args.dataset]
@@ -116,13 +128,24 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     results["stats"] = read_json(data / "stats.json")
 
     base = {"pop": out / "pop", "sasrec": out / "sasrec"}
+    background: tuple[subprocess.Popen, float, Path] | None = None
     for name, bdir in base.items():
         if not (bdir / "metrics.json").is_file():
             sas = "baseline_sasrec_ml100k.yaml" if args.dataset == "ml100k" else "baseline_sasrec_beauty.yaml"
-            extra = ["--config", str(ROOT / "recipes" / sas), f"seed={args.seed}"] \
+            extra = ["--config", str(ROOT / "recipes" / sas), f"seed={args.seed}", *sas_over] \
                 if name == "sasrec" else []
-            _timed(results, name, lambda n=name, d=bdir, e=extra: _cli(
-                ["baseline", "--data", str(data), "--model", n, "--out", str(d), *e]))
+            argv_base = ["baseline", "--data", str(data), "--model", name, "--out", str(bdir), *extra]
+            if name == "sasrec" and args.background_baseline:
+                log_path = out / "sasrec.log"
+                log.info("$ genrec %s  (background, 1 thread, log %s)", " ".join(argv_base), log_path)
+                with log_path.open("w") as fh:
+                    proc = subprocess.Popen([sys.executable, "-m", "genrec.cli", *argv_base, "num_threads=1"],
+                                            stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                background = (proc, time.time(), log_path)
+                torch.set_num_threads(max(1, torch.get_num_threads() - 1))
+            else:
+                _timed(results, name, lambda a=argv_base: _cli(a))
 
     toks = out / "tokenizers"
     recipe = ROOT / "recipes" / f"tokens_{args.dataset}.yaml"
@@ -158,6 +181,15 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
                 ["train", "--config", train_recipe, *r, f"data={data}",
                  f"tokenizer={t}", f"output_dir={runs}", f"name={v}", f"seed={args.seed}",
                  f"training.max_steps={args.max_steps}", *e, *train_over]))
+    if background is not None:
+        proc, started, log_path = background
+        log.info("waiting for the background SASRec run (log %s)", log_path)
+        if proc.wait():
+            raise SystemExit(f"the background SASRec run failed (exit {proc.returncode}); see {log_path}")
+        results.setdefault("wall_seconds", {})["sasrec"] = round(time.time() - started, 1)
+        torch.set_num_threads(torch.get_num_threads() + 1)
+    for variant in args.variants:
+        run = runs / variant
         ev = out / f"eval_{split}" / variant
         if not (ev / "metrics.json").is_file():
             _timed(results, f"eval_{variant}", lambda r=run, e=ev: evaluate_run(

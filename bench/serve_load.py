@@ -160,6 +160,9 @@ def main() -> int:
                     help="requests (= sockets) per httpx client; all requests start at once either way")
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--max-wait-ms", type=float, default=10.0)
+    ap.add_argument("--max-queue", type=int, default=0,
+                    help="server queue bound (default 0: unbounded, so every request is served; the server's own "
+                         "default of 256 would answer 503 to part of a 1,200-request burst)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     ap.add_argument("--timeout", type=float, default=600.0, help="per-request client timeout (s)")
     ap.add_argument("--seed", type=int, default=0)
@@ -184,7 +187,7 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "genrec.cli", "serve", "--model", str(run_dir), "--host", "127.0.0.1",
            "--port", str(port), "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--max-queue", str(args.max_queue)]
     print("$ " + " ".join(cmd[2:]), flush=True)
     with open(log_path, "w") as log:
         server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -231,7 +234,7 @@ def main() -> int:
     record = {
         "command": " ".join(sys.argv), "model": str(run_dir), "items": len(ids), "requests": args.requests,
         "in_flight": args.requests, "per_client": args.per_client, "max_batch": args.max_batch,
-        "max_wait_ms": args.max_wait_ms,
+        "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
         "server_threads": args.threads, "cpus": os.cpu_count(), "load_avg_1_5_15min_at_end": os.getloadavg(),
         "server_batches": h.get("batches"), "server_mean_batch": h.get("mean_batch"),
         "per_kind": summary, "failures": failures, "ok": not failures,

@@ -83,6 +83,8 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=16, help="requests decoded together at most (default 16)")
     p.add_argument("--max-wait-ms", type=float, default=10.0,
                    help="how long a batch waits for more requests after its first (default 10)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="requests allowed to wait for the model; more are answered 503 (default 256, 0: no limit)")
     p.add_argument("--num-beams", type=int, default=20, help="default beam width (default 20)")
     p.add_argument("--data", default=None, help="dataset directory, when the one recorded in the run has moved")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")

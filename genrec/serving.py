@@ -5,7 +5,7 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 - ``POST /recommend`` — body :class:`RecommendBody`; answers ``{"items": [{"item_id", "title",
   "score"}, ...], "k": effective k, "model": run name}``.
 - ``GET /health`` — ``{"status": "ok", "model", "base_model", "items", "uptime_s", "requests",
-  "batches", "mean_batch"}``.
+  "batches", "mean_batch", "queued", "rejected"}``.
 
 Errors: a malformed body (bad JSON, wrong types, missing / unknown fields, ``k`` outside 1..1000,
 an empty history) and a request the catalog cannot serve (unknown item ids — all named —, an
@@ -17,6 +17,10 @@ the first queued request, waits up to ``max_wait_ms`` for more (at most ``max_ba
 decodes them together with one batched constrained beam search
 (:meth:`GenRecommender.decode`), so concurrent clients share the model's forward passes.
 A failing batch is retried request by request, so one request cannot fail its neighbours.
+
+Back-pressure: at most ``max_queue`` requests wait for the model; one more is answered **503**
+with a ``Retry-After`` header at once instead of queueing without bound (clients retry, load
+balancers move on). ``/health`` reports the current queue length.
 """
 
 import argparse
@@ -86,6 +90,12 @@ class HealthResponse(BaseModel):
     requests: int
     batches: int
     mean_batch: float
+    queued: int
+    rejected: int
+
+
+class Overloaded(RuntimeError):
+    """The batcher's queue is full: the request was not accepted (HTTP 503)."""
 
 
 _STOP = object()
@@ -95,16 +105,19 @@ class MicroBatcher:
     """Queue items from any thread; a worker thread calls ``fn(list_of_items) -> list_of_results``
     on batches of up to ``max_batch`` items gathered within ``max_wait_ms`` of the first one.
 
+    At most ``max_queue`` items wait (0: no limit); :meth:`submit` raises :class:`Overloaded` beyond.
     ``on_batch(size)`` is called after every batch (metrics, tests). Started on first use.
     """
 
     def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch: int = 16, max_wait_ms: float = 10.0,
-                 on_batch: Callable[[int], None] | None = None) -> None:
-        if max_batch < 1 or max_wait_ms < 0:
-            raise ConfigError(f"max_batch must be >= 1 and max_wait_ms >= 0, got {max_batch}, {max_wait_ms}")
+                 on_batch: Callable[[int], None] | None = None, max_queue: int = 0) -> None:
+        if max_batch < 1 or max_wait_ms < 0 or max_queue < 0:
+            raise ConfigError(f"max_batch must be >= 1, max_wait_ms >= 0 and max_queue >= 0 (0: unbounded), "
+                              f"got {max_batch}, {max_wait_ms}, {max_queue}")
         self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000.0
         self.on_batch = on_batch
-        self.requests = self.batches = 0
+        self.max_queue = max_queue
+        self.requests = self.batches = self.rejected = 0
         self._q: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -116,8 +129,17 @@ class MicroBatcher:
                     self._thread = threading.Thread(target=self._loop, name="genrec-batcher", daemon=True)
                     self._thread.start()
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        self._q.put((item, fut))
+        with self._start_lock:
+            if self.max_queue and self._q.qsize() >= self.max_queue:
+                self.rejected += 1
+                raise Overloaded(f"{self._q.qsize()} requests are already waiting (max_queue={self.max_queue})")
+            self._q.put((item, fut))
         return fut
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the model (not counting the batch being decoded)."""
+        return self._q.qsize()
 
     def close(self, timeout: float = 30.0) -> None:
         if self._thread is not None:
@@ -180,15 +202,16 @@ def _unprocessable(e: GenrecError) -> JSONResponse:
 
 
 def create_app(recommender: Any, max_batch: int = 16, max_wait_ms: float = 10.0,
-               on_batch: Callable[[int], None] | None = None) -> FastAPI:
+               on_batch: Callable[[int], None] | None = None, max_queue: int = 256) -> FastAPI:
     """The FastAPI app serving ``recommender`` (a :class:`~genrec.recommender.GenRecommender`).
 
     Testable without a socket (``fastapi.testclient.TestClient`` or ``httpx.ASGITransport``).
-    ``app.state.batcher`` is the :class:`MicroBatcher`; ``on_batch(size)`` observes batch sizes.
+    ``app.state.batcher`` is the :class:`MicroBatcher`; ``on_batch(size)`` observes batch sizes;
+    more than ``max_queue`` waiting requests (0: no limit) are answered 503.
     """
     from genrec.recommender import RecommendRequest
 
-    batcher = MicroBatcher(recommender.decode, max_batch, max_wait_ms, on_batch)
+    batcher = MicroBatcher(recommender.decode, max_batch, max_wait_ms, on_batch, max_queue=max_queue)
     started = time.monotonic()
 
     @asynccontextmanager
@@ -211,7 +234,8 @@ def create_app(recommender: Any, max_batch: int = 16, max_wait_ms: float = 10.0,
         return await http_exception_handler(request, exc)
 
     @app.post("/recommend", response_model=RecommendResponse,
-              responses={422: {"description": "invalid body, unknown item ids or filter attributes"}})
+              responses={422: {"description": "invalid body, unknown item ids or filter attributes"},
+                         503: {"description": "too many requests waiting; retry after the Retry-After seconds"}})
     async def recommend(body: RecommendBody) -> Any:
         """Top-k items for a history, best first (constrained beam search over the catalog)."""
         exclude = body.exclude if body.exclude is None or isinstance(body.exclude, str) \
@@ -224,7 +248,13 @@ def create_app(recommender: Any, max_batch: int = 16, max_wait_ms: float = 10.0,
         except GenrecError as e:
             return _unprocessable(e)
         try:
-            recs = await asyncio.wrap_future(batcher.submit(prepared))
+            fut = batcher.submit(prepared)
+        except Overloaded as e:
+            return JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={"detail": [{
+                "loc": [], "msg": f"the server is overloaded: {e}; retry shortly or raise --max-queue",
+                "type": "overloaded"}]})
+        try:
+            recs = await asyncio.wrap_future(fut)
         except RequestError as e:
             return _unprocessable(e)
         return {"items": [r.to_dict() for r in recs], "k": prepared.k, "model": name}
@@ -235,7 +265,8 @@ def create_app(recommender: Any, max_batch: int = 16, max_wait_ms: float = 10.0,
         return {"status": "ok", "model": name, "base_model": str(recommender.base_model),
                 "items": recommender.num_items, "uptime_s": round(time.monotonic() - started, 3),
                 "requests": batcher.requests, "batches": batcher.batches,
-                "mean_batch": round(batcher.requests / batcher.batches, 3) if batcher.batches else 0.0}
+                "mean_batch": round(batcher.requests / batcher.batches, 3) if batcher.batches else 0.0,
+                "queued": batcher.queued, "rejected": batcher.rejected}
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -254,7 +285,7 @@ def main(args: argparse.Namespace) -> int:
     rec = GenRecommender.from_pretrained(args.model, device=args.device, data_dir=args.data,
                                          num_beams=args.num_beams)
     rec.recommend([rec.items[0].item_id], k=1)  # warm-up: the first forward pass is the slow one
-    app = create_app(rec, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    app = create_app(rec, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
     log.info("serving %s on http://%s:%d (docs at /docs)", rec.name, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

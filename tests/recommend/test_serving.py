@@ -111,3 +111,53 @@ def test_a_failing_batch_is_retried_per_request():
         futs[1].result(5)
     b.close()
     assert sizes == [3]
+
+
+def _wait_until(cond, timeout: float = 5.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.005)
+
+
+def test_a_full_queue_rejects_at_once_and_recovers():
+    import threading
+
+    from genrec.serving import MicroBatcher, Overloaded
+
+    gate = threading.Event()
+    b = MicroBatcher(lambda xs: (gate.wait(5), [x * 2 for x in xs])[1], max_batch=1, max_wait_ms=0, max_queue=2)
+    first = b.submit(1)
+    _wait_until(lambda: b.queued == 0)  # the worker holds it, blocked on the gate
+    waiting = [b.submit(2), b.submit(3)]
+    with pytest.raises(Overloaded, match="max_queue=2"):
+        b.submit(4)
+    assert b.rejected == 1 and b.queued == 2
+    gate.set()
+    assert [f.result(5) for f in (first, *waiting)] == [2, 4, 6]
+    assert b.submit(5).result(5) == 10  # accepting again once drained
+    b.close()
+
+
+def test_overload_is_503_with_retry_after(rec):
+    import threading
+
+    app = create_app(rec, max_batch=1, max_wait_ms=0, max_queue=1)
+    batcher, gate = app.state.batcher, threading.Event()
+    decode = batcher.fn
+    batcher.fn = lambda xs: (gate.wait(5), decode(xs))[1]
+    prepared = rec.prepare({"history": ["m1"], "k": 3})
+    with TestClient(app) as c:
+        held = batcher.submit(prepared)
+        _wait_until(lambda: batcher.queued == 0)
+        queued = batcher.submit(prepared)
+        r = c.post("/recommend", json={"history": ["m2"], "k": 3})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["detail"][0]["type"] == "overloaded" and "--max-queue" in r.text
+        h = c.get("/health").json()
+        assert (h["queued"], h["rejected"]) == (1, 1)
+        gate.set()
+        assert len(held.result(10)) == 3 and len(queued.result(10)) == 3
+        assert c.post("/recommend", json={"history": ["m2"], "k": 3}).status_code == 200

@@ -128,16 +128,23 @@ def variant_builds(tok_dir: Path, ds_dir: Path, work: Path, seed: int) -> list[t
     out = []
     for label, km in variants:
         name = "sci_" + label.replace(", ", "_").replace(" ", "_")
-        overrides = [f"name={name}", f"data={ds_dir}", f"out_dir={work}", "plots=false", "progress=false",
-                     f"seed={seed}", "semantic.encoder=precomputed", f"semantic.embeddings={emb['semantic']}",
-                     "behavior.encoder=precomputed", f"behavior.embeddings={emb['behavior']}",
-                     f"semantic.kmeans={km}", f"behavior.kmeans={km}", "semantic.text=null", "behavior.din=null"]
-        t = time.time()
-        tok = load_tokenizer(build_tokenizer(load_config(TokenizerConfig, ROOT / "recipes" / "tokens_scientific.yaml",
-                                                         overrides)))
-        print(f"variant {label}: {time.time() - t:.1f} s", flush=True)
+        tok = build_precomputed(name, ds_dir, work, seed, emb["semantic"], emb["behavior"], km)
         out.append((f"genrec {label}", tok))
     return out
+
+
+def build_precomputed(name: str, ds_dir: Path, work: Path, seed: int, semantic: Path, behavior: Path,
+                      kmeans: str) -> object:
+    """Build (and time) a tokenizer from stored ``[N, d]`` embeddings with the tree ``kmeans`` on both streams."""
+    overrides = [f"name={name}", f"data={ds_dir}", f"out_dir={work}", "plots=false", "progress=false",
+                 f"seed={seed}", "semantic.encoder=precomputed", f"semantic.embeddings={semantic}",
+                 "behavior.encoder=precomputed", f"behavior.embeddings={behavior}",
+                 f"semantic.kmeans={kmeans}", f"behavior.kmeans={kmeans}", "semantic.text=null", "behavior.din=null"]
+    t = time.time()
+    tok = load_tokenizer(build_tokenizer(load_config(TokenizerConfig, ROOT / "recipes" / "tokens_scientific.yaml",
+                                                     overrides)))
+    print(f"{name} build: {time.time() - t:.1f} s", flush=True)
+    return tok
 
 
 def tfidf_svd(ds: Dataset, dim: int, seed: int) -> np.ndarray:
@@ -174,15 +181,8 @@ def quick_builds(ds_dir: Path, work: Path, seed: int, epochs: int, eval_users: i
           f"{ {k: round(v, 4) for k, v in metrics.items() if k in ('recall@10', 'ndcg@10')} }", flush=True)
     out = []
     for method in ("balanced", "plain", "residual"):
-        km = f"{{method: {method}, k: 256, depth: 2}}"
-        overrides = [f"name=sci_{method}", f"data={ds_dir}", f"out_dir={work}", "plots=false", "progress=false",
-                     f"seed={seed}", "semantic.encoder=precomputed", f"semantic.embeddings={work / 'sem.npy'}",
-                     "behavior.encoder=precomputed", f"behavior.embeddings={work / 'beh.npy'}",
-                     f"semantic.kmeans={km}", f"behavior.kmeans={km}", "semantic.text=null", "behavior.din=null"]
-        t = time.time()
-        tok = load_tokenizer(build_tokenizer(load_config(TokenizerConfig, ROOT / "recipes" / "tokens_scientific.yaml",
-                                                         overrides)))
-        print(f"genrec {method} build: {time.time() - t:.1f} s", flush=True)
+        tok = build_precomputed(f"sci_{method}", ds_dir, work, seed, work / "sem.npy", work / "beh.npy",
+                                f"{{method: {method}, k: 256, depth: 2}}")
         out.append((f"genrec {method} (LSA+DIN)", tok))
     return out
 

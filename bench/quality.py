@@ -19,6 +19,7 @@ Per dataset (``beauty``: p5 reader on ``../shared/datasets/beauty``; ``scientifi
   | ``behavior`` | behavior (DIN) codes only | none |
   | ``dual`` | semantic then behavior codes (EAGER-LLM) | none |
   | ``dual_aux`` | dual | global contrastive (both streams) + reconstruction |
+  | ``dual_behavior_first`` | behavior then semantic codes | none |
 
 The dual tokenizer is built once (``recipes/tokens_<dataset>.yaml``, override with
 ``tokens.KEY=VALUE``); the one-stream tokenizers reuse its cached semantic embeddings and its
@@ -61,6 +62,8 @@ VARIANTS = {
     "behavior": (["behavior"], [NO_AUX]),
     "dual": (["semantic", "behavior"], [NO_AUX]),
     "dual_aux": (["semantic", "behavior"], []),
+    # the dual index with the behavior codes first (same codes, other order)
+    "dual_behavior_first": (["behavior", "semantic"], [NO_AUX]),
     # ablation of the auxiliary terms (bench/ablation.py)
     "dual_contrastive": (["semantic", "behavior"], [
         "losses.weights={contrastive_semantic: 0.1, contrastive_behavior: 0.1, reconstruction_embedding: 0}"]),
@@ -79,6 +82,11 @@ def _cli(argv: list[str]) -> None:
     rc = cli_main(argv)
     if rc:
         raise SystemExit(f"genrec {argv[0]} failed with exit status {rc}")
+
+
+def _tokenizer_name(streams: list[str]) -> str:
+    """Directory of the tokenizer with these streams in this order (``dual`` = semantic, behavior)."""
+    return "dual" if streams == ["semantic", "behavior"] else "_".join(streams)
 
 
 def _timed(results: dict, key: str, fn) -> None:
@@ -154,15 +162,16 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
         _timed(results, "tokens_dual", lambda: _cli(
             ["tokens", "build", "--config", str(recipe), f"data={data}", f"out_dir={toks}", "name=dual",
              f"seed={args.seed}", *tok_over]))
-    for stream in ("semantic", "behavior"):
-        one = toks / stream
-        if not (one / "item_codes.json").is_file() and any(VARIANTS[v][0] == [stream] for v in args.variants):
+    for streams in dict.fromkeys(tuple(VARIANTS[v][0]) for v in args.variants):
+        name = _tokenizer_name(list(streams))
+        if name != "dual" and not (toks / name / "item_codes.json").is_file():
             # Same embeddings as the dual tokenizer: semantic from the text cache, behavior from its table.
             extra = ["behavior.encoder=precomputed", f"behavior.embeddings={dual / 'embeddings_behavior.npy'}"] \
-                if stream == "behavior" else []
-            _timed(results, f"tokens_{stream}", lambda s=stream, e=extra: _cli(
-                ["tokens", "build", "--config", str(recipe), f"data={data}", f"out_dir={toks}", f"name={s}",
-                 f"order=[{s}]", f"seed={args.seed}", *tok_over, *e]))
+                if "behavior" in streams else []
+            order = ",".join(streams)
+            _timed(results, f"tokens_{name}", lambda n=name, o=order, e=extra: _cli(
+                ["tokens", "build", "--config", str(recipe), f"data={data}", f"out_dir={toks}", f"name={n}",
+                 f"order=[{o}]", f"seed={args.seed}", *tok_over, *e]))
     results["tokenizers"] = {p.name: read_json(p / "stats.json") for p in sorted(toks.iterdir())
                              if (p / "stats.json").is_file()}
 
@@ -173,7 +182,7 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     evals: dict[str, dict] = {}
     for variant in args.variants:
         streams, extra = VARIANTS[variant]
-        tok = toks / ("dual" if len(streams) == 2 else streams[0])
+        tok = toks / _tokenizer_name(streams)
         run = runs / variant
         if not (run / "README.md").is_file():
             resume = ["--resume"] if (run / "checkpoints").is_dir() else []

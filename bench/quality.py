@@ -10,7 +10,7 @@ Per dataset (``beauty``: p5 reader on ``../shared/datasets/beauty``; ``scientifi
 - ``sasrec``: the full-softmax SASRec baseline (``recipes/baseline_sasrec_beauty.yaml`` settings);
 - ``pop``: popularity;
 - genrec variants, each a model trained from scratch with ``recipes/train_<dataset>_tiny.yaml``
-  (a 4-layer, 256-wide LLaMA-architecture model; override with ``train.KEY=VALUE``), differing
+  (a 4-layer, 128-wide LLaMA-architecture model; override with ``train.KEY=VALUE``), differing
   only in the item index and the auxiliary losses:
 
   | variant | item index | aux losses |

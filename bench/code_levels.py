@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from genrec.baselines.sasrec import load_sasrec
 from genrec.data.dataset import Dataset
-from genrec.data.split import leave_one_out
+from genrec.data.split import leave_one_out, pad_left
 from genrec.evaluate import sample_users, subset
 from genrec.io import write_json
 from genrec.recommender import GenRecommender
@@ -81,10 +81,7 @@ def sasrec_levels(bdir: Path, seqs: list[list[int]], histories: list[np.ndarray]
     for i, s in enumerate(seqs):
         for level in range(depth):
             below[level][tuple(s[:level + 1])].append(i)
-    padded = np.full((len(histories), cfg.max_len), -1, dtype=np.int64)
-    for r, h in enumerate(histories):
-        h = h[-cfg.max_len:]
-        padded[r, cfg.max_len - len(h):] = h
+    padded = pad_left(histories, cfg.max_len)
     out = np.zeros((len(targets), depth, 3))
     with torch.no_grad():
         for start in range(0, len(targets), 256):

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     results["stats"] = read_json(data / "stats.json")
 
     base = {"pop": out / "pop", "sasrec": out / "sasrec"}
-    background: tuple[subprocess.Popen, float, Path] | None = None
+    background: tuple[subprocess.Popen, float, Path, int] | None = None
     for name, bdir in base.items():
         if not (bdir / "metrics.json").is_file():
             sas = "baseline_sasrec_ml100k.yaml" if args.dataset == "ml100k" else "baseline_sasrec_beauty.yaml"
@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
                     proc = subprocess.Popen([sys.executable, "-m", "genrec.cli", *argv_base, "num_threads=1"],
                                             stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
                                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-                background = (proc, time.time(), log_path)
-                torch.set_num_threads(max(1, torch.get_num_threads() - 1))
+                background = (proc, time.time(), log_path, torch.get_num_threads())
+                torch.set_num_threads(max(1, background[3] - 1))
             else:
                 _timed(results, name, lambda a=argv_base: _cli(a))
 
@@ -191,14 +191,14 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
                  f"tokenizer={t}", f"output_dir={runs}", f"name={v}", f"seed={args.seed}",
                  f"training.max_steps={args.max_steps}", *e, *train_over]))
     if background is not None:
-        proc, started, log_path = background
+        proc, started, log_path, threads = background
         log.info("waiting for the background SASRec run (log %s)", log_path)
         if proc.wait():
             raise SystemExit(f"the background SASRec run failed (exit {proc.returncode}); see {log_path}")
         # its own duration: metrics.json is its last write
         results.setdefault("wall_seconds", {})["sasrec"] = round(
             (base["sasrec"] / "metrics.json").stat().st_mtime - started, 1)
-        torch.set_num_threads(torch.get_num_threads() + 1)
+        torch.set_num_threads(threads)
     for variant in args.variants:
         run = runs / variant
         ev = out / f"eval_{split}" / variant

@@ -120,16 +120,16 @@ class MicroBatcher:
         self.requests = self.batches = self.rejected = 0
         self._q: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     def submit(self, item: Any) -> concurrent.futures.Future:
         if self._thread is None:
-            with self._start_lock:
+            with self._lock:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._loop, name="genrec-batcher", daemon=True)
                     self._thread.start()
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        with self._start_lock:
+        with self._lock:
             if self.max_queue and self._q.qsize() >= self.max_queue:
                 self.rejected += 1
                 raise Overloaded(f"{self._q.qsize()} requests are already waiting (max_queue={self.max_queue})")

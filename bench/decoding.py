@@ -48,7 +48,7 @@ K, LEVELS = 256, 4
 
 
 def load(tiny: bool, name: str):
-    from genrec.models import load_causal_lm
+    from genrec.hub import load_causal_lm
 
     if tiny:
         from tests.tiny_llm import make_tiny_llm

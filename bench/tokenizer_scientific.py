@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from genrec.config import load_config
 from genrec.data.dataset import Dataset
-from genrec.item_tokenizer.artifact import load_tokenizer
+from genrec.item_tokenizer.artifact import load_item_tokenizer
 from genrec.item_tokenizer.build import build_tokenizer
 from genrec.item_tokenizer.codebook import collision_rate
 from genrec.item_tokenizer.config import TokenizerConfig
@@ -141,7 +141,7 @@ def build_precomputed(name: str, ds_dir: Path, work: Path, seed: int, semantic: 
                  "behavior.encoder=precomputed", f"behavior.embeddings={behavior}",
                  f"semantic.kmeans={kmeans}", f"behavior.kmeans={kmeans}", "semantic.text=null", "behavior.din=null"]
     t = time.time()
-    tok = load_tokenizer(build_tokenizer(load_config(TokenizerConfig, ROOT / "recipes" / "tokens_scientific.yaml",
+    tok = load_item_tokenizer(build_tokenizer(load_config(TokenizerConfig, ROOT / "recipes" / "tokens_scientific.yaml",
                                                      overrides)))
     print(f"{name} build: {time.time() - t:.1f} s", flush=True)
     return tok
@@ -217,7 +217,7 @@ def main() -> None:
     ours: list[tuple[str, object]] = []
     record: dict = {"items": len(item_ids)}
     if args.tokenizer:
-        tok = load_tokenizer(args.tokenizer, dataset=ds_dir)
+        tok = load_item_tokenizer(args.tokenizer, dataset=ds_dir)
         enc = tok.config.get("encoders", {})
         label = "+".join({"text": "SmolLM2", "din": "DIN", "sasrec": "SASRec"}.get(enc.get(s, {}).get("encoder"), "pre")
                          for s in tok.order)
@@ -233,7 +233,7 @@ def main() -> None:
         out = build_tokenizer(load_config(TokenizerConfig, ROOT / "recipes" / "tokens_scientific.yaml",
                                           [f"data={ds_dir}", f"out_dir={work}", f"seed={args.seed}"]))
         print(f"full build (SmolLM2-135M + DIN + clustering): {time.time() - t:.0f} s -> {out}", flush=True)
-        ours.append(("genrec balanced (SmolLM2+DIN)", load_tokenizer(out)))
+        ours.append(("genrec balanced (SmolLM2+DIN)", load_item_tokenizer(out)))
     else:
         ours = quick_builds(ds_dir, work, args.seed, args.din_epochs, args.din_eval_users)
 

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from genrec.errors import ConfigError
-from genrec.evaluation import METRIC_KEYS
 from genrec.io import read_json
+from genrec.metrics import METRIC_KEYS
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # Short DIN schedule for the demo: dot-product head, small attention MLP (about 10 s per epoch on

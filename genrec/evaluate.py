@@ -3,7 +3,7 @@
 Protocol: the leave-one-out split of :mod:`genrec.data.split` with the run's
 ``tasks.max_history``; each user's history is rendered as the ``seqrec`` training prompt and
 decoded by constrained beam search (``num_beams``, default 20) into a ranked list of up to 20
-distinct catalog items; :func:`genrec.evaluation.ranking_metrics` scores the lists — the same
+distinct catalog items; :func:`genrec.metrics.ranking_metrics` scores the lists — the same
 function the baselines use, so the numbers are directly comparable with ``genrec baseline``'s
 ``metrics.json``. Seen items stay rankable (as for the baselines) unless ``exclude_history``.
 
@@ -36,8 +36,8 @@ from tqdm.auto import tqdm
 from genrec.data.dataset import Dataset
 from genrec.data.split import EvalSet, leave_one_out
 from genrec.errors import ConfigError, DataError
-from genrec.evaluation import DEFAULT_KS, METRIC_KEYS, evaluate_scores, ranking_metrics
 from genrec.io import atomic_dir, checksums, provenance, read_json, sha256_file, write_json
+from genrec.metrics import DEFAULT_KS, METRIC_KEYS, evaluate_scores, ranking_metrics
 
 log = logging.getLogger(__name__)
 

@@ -140,7 +140,7 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     ``aux_factory(hidden_size)`` builds the auxiliary-loss heads; they are attached to the base
     model as ``genrec_aux`` and, under LoRA, saved with the adapter (``modules_to_save``).
     """
-    from genrec.models import load_causal_lm
+    from genrec.hub import load_causal_lm
 
     quant = "4bit" if cfg.mode == "qlora" else None
     if cfg.base == SCRATCH:
@@ -190,7 +190,7 @@ def scratch_model(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
     the tokenizer of ``cfg.tokenizer``; embeddings tied, seeded by ``seed``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from genrec.models import as_dtype, load_tokenizer
+    from genrec.hub import as_dtype, load_tokenizer
 
     tok = load_tokenizer(cfg.tokenizer)
     sizes = {**SCRATCH_DEFAULTS, **{k: int(v) for k, v in cfg.scratch.items()}}

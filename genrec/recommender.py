@@ -60,12 +60,11 @@ from genrec.data.dataset import Dataset, Item
 from genrec.errors import ConfigError, DataError, RequestError
 from genrec.generation import AttributeTable, ItemFilter, ItemTrie, item_token_ids, node_masks
 from genrec.tasks.collate import SUMMARY_TOKEN, prompt_ids
-from genrec.tasks.prompts import TEMPLATES, index_string
+from genrec.tasks.prompts import TITLE_CHARS, index_string, render_history, serving_template
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BEAMS = 20
-PROMPT_TEMPLATE = TEMPLATES["seqrec"][0]
 
 
 @dataclass
@@ -125,6 +124,7 @@ class GenRecommender:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.index = [index_string(c) for c in codes]
+        self.titles = [it.display for it in self.items]
         self.summary_id = tokenizer.convert_tokens_to_ids(SUMMARY_TOKEN)
         if self.summary_id is None or self.summary_id == tokenizer.unk_token_id:
             raise DataError(f"the tokenizer has no {SUMMARY_TOKEN} token; load the tokenizer saved in the run "
@@ -156,9 +156,8 @@ class GenRecommender:
         import yaml
         from transformers import AutoTokenizer
 
-        from genrec.item_tokenizer.artifact import load_tokenizer
-        from genrec.models import load_causal_lm
-        from genrec.train import item_codes
+        from genrec.hub import load_causal_lm
+        from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer
 
         run = Path(run_dir)
         if not (run / "config.yaml").is_file() or not ((run / "adapter_config.json").is_file()
@@ -173,7 +172,7 @@ class GenRecommender:
             raise DataError(f"dataset directory {data} {where} does not exist or holds no items.jsonl; pass the "
                             "dataset the model was trained on with --data DIR (Python: data_dir=DIR)")
         ds = Dataset.load(data)
-        itok = load_tokenizer(run / "item_tokenizer")
+        itok = load_item_tokenizer(run / "item_tokenizer")
         codes = item_codes(itok, ds)
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype if dtype is not None else mcfg.get("dtype", "float32")
@@ -232,18 +231,15 @@ class GenRecommender:
                                "items (ids as in the dataset's items.jsonl)", what, unknown)
         return np.asarray(out, dtype=np.int64)
 
+    def prompt_text(self, history: Sequence[int], instruction: str | None = None) -> str:
+        """The prompt text for a history of item indices (most recent last), rendered by the
+        function that renders the training prompts (:func:`genrec.tasks.prompts.render_history`)."""
+        return render_history(serving_template(instruction), history, self.index, self.titles, self.max_history,
+                              TITLE_CHARS)
+
     def prompt_for(self, history: Sequence[int], instruction: str | None = None) -> list[int]:
         """Prompt token ids for a history of item indices (most recent last), as training renders it."""
-        history = list(history)[-self.max_history:]
-        indices = ", ".join(self.index[i] for i in history)
-        text = PROMPT_TEMPLATE.format(history=indices)
-        if instruction:
-            if "{history}" in instruction or "{titles}" in instruction:
-                titles = "; ".join(f'"{self.items[i].display}"' for i in history)
-                text = instruction.replace("{history}", indices).replace("{titles}", titles)
-            else:
-                text = f"{instruction.strip()} {text}"
-        return prompt_ids(self.tokenizer, text, self.summary_id, self.max_length - self.trie.depth,
+        return prompt_ids(self.tokenizer, self.prompt_text(history, instruction), self.summary_id, self.max_length - self.trie.depth,
                           self.use_chat_template)
 
     # ----------------------------------------------------------------------------------- requests

@@ -30,7 +30,7 @@ import yaml
 from genrec.config import load_config, to_dict
 from genrec.data.dataset import Dataset
 from genrec.data.split import leave_one_out
-from genrec.errors import ConfigError, DataError
+from genrec.errors import ConfigError
 from genrec.io import checksums, provenance, write_json
 from genrec.modeling import ModelConfig
 from genrec.tasks.prompts import TEMPLATES
@@ -119,22 +119,6 @@ class TrainConfig:
         return Path(self.output_dir) / self.name
 
 
-def item_codes(itok: Any, ds: Dataset) -> list[list[str]]:
-    """Index tokens per dataset item (item-index order); every item must have codes."""
-    missing = [it.item_id for it in ds.items if it.item_id not in itok.item_tokens]
-    if missing:
-        raise DataError(f"{len(missing)} dataset item(s) have no codes in {itok.path} (e.g. {missing[:3]}); "
-                        "rebuild the tokenizer on this dataset or give new items codes with `genrec tokens assign`")
-    return [itok.item_tokens[it.item_id] for it in ds.items]
-
-
-def stream_tables(itok: Any, ds: Dataset) -> dict[str, torch.Tensor]:
-    """``{stream: [N, D]}`` embeddings in dataset item order."""
-    pos = {iid: i for i, iid in enumerate(itok.item_ids)}
-    rows = np.asarray([pos[it.item_id] for it in ds.items])
-    return {s: torch.from_numpy(np.asarray(itok.embeddings(s))[rows].astype(np.float32)) for s in itok.order}
-
-
 def aux_factory(cfg: TrainConfig, tables: dict[str, torch.Tensor], codes: list[list[str]]):
     """A builder of the auxiliary heads for the weighted terms of ``cfg.losses`` (``None`` if none)."""
     from genrec.losses import GlobalContrastiveLoss, ReconstructionLoss
@@ -204,7 +188,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train and write the run directory; returns its path."""
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
-    from genrec.item_tokenizer.artifact import load_tokenizer
+    from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer, stream_tables
     from genrec.modeling import build_model, trainable_parameters
     from genrec.tasks.collate import SUMMARY_TOKEN, Collator, RenderedExamples
     from genrec.tasks.prompts import TaskBuilder
@@ -221,7 +205,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose name=...")
     set_seed(cfg.seed)
     ds = Dataset.load(cfg.data)
-    itok = load_tokenizer(cfg.tokenizer, dataset=cfg.data)
+    itok = load_item_tokenizer(cfg.tokenizer, dataset=cfg.data)
     codes = item_codes(itok, ds)
     tables = stream_tables(itok, ds)
     split = leave_one_out(ds, cfg.tasks.max_history)

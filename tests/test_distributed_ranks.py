@@ -17,9 +17,9 @@ import pytest
 from genrec.config import load_config
 from genrec.data.dataset import Dataset
 from genrec.data.split import leave_one_out
-from genrec.item_tokenizer.artifact import load_tokenizer
+from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer
 from genrec.tasks.prompts import TaskBuilder
-from genrec.train import TrainConfig, item_codes
+from genrec.train import TrainConfig
 from tests.test_train import _args, _recipe, setup  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def _num_examples(root, args):
     cfg = load_config(TrainConfig, root / "recipe.yaml", args[3:])
     ds = Dataset.load(cfg.data)
     split = leave_one_out(ds, cfg.tasks.max_history)
-    builder = TaskBuilder(ds.items, item_codes(load_tokenizer(cfg.tokenizer), ds), cfg.tasks.max_history, seed=cfg.seed)
+    builder = TaskBuilder(ds.items, item_codes(load_item_tokenizer(cfg.tokenizer), ds), cfg.tasks.max_history, seed=cfg.seed)
     return len(list(builder.iter_examples(split, cfg.tasks.mix))), cfg.training.batch_size
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from genrec.errors import ConfigError
+from genrec.hub import load_causal_lm
 from genrec.modeling import ModelConfig, add_item_tokens, build_model, trainable_parameters
-from genrec.models import load_causal_lm
 from genrec.tasks.collate import SUMMARY_TOKEN
 from tests.tiny_llm import make_tiny_llm
 

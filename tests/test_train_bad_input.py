@@ -14,9 +14,10 @@ from genrec.cli import main as cli
 from genrec.config import load_config, to_dict
 from genrec.data.dataset import Dataset, Item
 from genrec.errors import ConfigError, DataError
+from genrec.item_tokenizer.artifact import item_codes
 from genrec.item_tokenizer.build import build_tokenizer
 from genrec.item_tokenizer.config import TokenizerConfig
-from genrec.train import TrainConfig, check_resume, item_codes
+from genrec.train import TrainConfig, check_resume
 from tests.test_train import _args, _recipe, setup  # noqa: F401  (fixture)
 from tests.tiny_llm import make_tiny_llm
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from genrec.data.split import EvalSet, Split
-from genrec.evaluation import evaluate_scores
+from genrec.metrics import evaluate_scores
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from genrec.config import load_config, to_dict
 from genrec.data.dataset import Dataset
 from genrec.data.split import leave_one_out
 from genrec.errors import ConfigError
-from genrec.evaluation import METRIC_KEYS
 from genrec.io import atomic_dir, checksums, provenance, write_json
+from genrec.metrics import METRIC_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ DATASET_FILES = ("items.jsonl", "sequences.jsonl", "stats.json", "manifest.json"
 
 
 def metrics_record(valid: dict[str, float], test: dict[str, float]) -> dict[str, dict[str, float]]:
-    """The ``metrics.json`` shape: exactly :data:`~genrec.evaluation.METRIC_KEYS` per split."""
+    """The ``metrics.json`` shape: exactly :data:`~genrec.metrics.METRIC_KEYS` per split."""
     return {"valid": {k: float(valid[k]) for k in METRIC_KEYS}, "test": {k: float(test[k]) for k in METRIC_KEYS}}
 
 

@@ -33,7 +33,7 @@ from genrec.config import to_dict
 from genrec.data.split import EvalSet, Split, pad_left
 from genrec.encoders.sasrec import SASRec
 from genrec.errors import ConfigError
-from genrec.evaluation import evaluate_scores
+from genrec.metrics import evaluate_scores
 
 log = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ from tqdm.auto import tqdm
 from genrec.config import to_dict
 from genrec.data.split import EvalSet, Split
 from genrec.errors import ConfigError, DataError
-from genrec.evaluation import evaluate_scores
 from genrec.io import atomic_dir, provenance, write_json
+from genrec.metrics import evaluate_scores
 
 # Rows (history position x candidate item) per chunk of full-catalog scoring; bounds memory
 # at roughly ROW_BUDGET * attention_hidden[0] * 4 bytes * a few activations.

@@ -37,10 +37,10 @@ import torch
 from tqdm.auto import tqdm
 
 from genrec.data.dataset import TEXT_FIELDS, Item
-from genrec.data.fetch import cache_dir as genrec_cache_dir
 from genrec.errors import ConfigError, DataError
+from genrec.hub import ModelSource, as_dtype, load_causal_lm, load_encoder, resolve_model
 from genrec.io import write_json
-from genrec.models import ModelSource, as_dtype, load_causal_lm, load_encoder, resolve_model
+from genrec.registry import cache_dir as genrec_cache_dir
 
 log = logging.getLogger(__name__)
 

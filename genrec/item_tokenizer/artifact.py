@@ -129,7 +129,7 @@ class ItemTokenizer:
         return out
 
 
-def load_tokenizer(path: str | Path, dataset: str | Path | Dataset | None = None) -> ItemTokenizer:
+def load_item_tokenizer(path: str | Path, dataset: str | Path | Dataset | None = None) -> ItemTokenizer:
     """Load ``tokenizers_out/NAME``; with ``dataset`` also check it is the one built from.
 
     ``dataset`` is a dataset directory (its items.jsonl / sequences.jsonl sha256 must match the
@@ -147,6 +147,24 @@ def load_tokenizer(path: str | Path, dataset: str | Path | Dataset | None = None
     if dataset is not None:
         check_dataset(tok, dataset)
     return tok
+
+
+def item_codes(itok: ItemTokenizer, ds: Dataset) -> list[list[str]]:
+    """Index tokens per dataset item (item-index order); every item must have codes."""
+    missing = [it.item_id for it in ds.items if it.item_id not in itok.item_tokens]
+    if missing:
+        raise DataError(f"{len(missing)} dataset item(s) have no codes in {itok.path} (e.g. {missing[:3]}); "
+                        "rebuild the tokenizer on this dataset or give new items codes with `genrec tokens assign`")
+    return [itok.item_tokens[it.item_id] for it in ds.items]
+
+
+def stream_tables(itok: ItemTokenizer, ds: Dataset) -> dict[str, Any]:
+    """``{stream: [N, D] float32 torch tensor}`` of the item embeddings, in dataset item order."""
+    import torch
+
+    pos = {iid: i for i, iid in enumerate(itok.item_ids)}
+    rows = np.asarray([pos[it.item_id] for it in ds.items])
+    return {s: torch.from_numpy(np.asarray(itok.embeddings(s))[rows].astype(np.float32)) for s in itok.order}
 
 
 def check_dataset(tok: ItemTokenizer, dataset: str | Path | Dataset) -> None:

@@ -23,7 +23,12 @@ from genrec.config import load_config, to_dict
 from genrec.data.dataset import Dataset
 from genrec.errors import DataError
 from genrec.io import atomic_dir, checksums, provenance, write_json
-from genrec.item_tokenizer.artifact import check_dataset, dataset_record, load_tokenizer, write_item_codes
+from genrec.item_tokenizer.artifact import (
+    check_dataset,
+    dataset_record,
+    load_item_tokenizer,
+    write_item_codes,
+)
 from genrec.item_tokenizer.codebook import Codebook
 from genrec.item_tokenizer.config import TokenizerConfig
 from genrec.item_tokenizer.preprocess import Preprocess, mean_pair_cosine
@@ -217,7 +222,7 @@ def describe(tok: Any) -> str:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(TokenizerConfig, args.config, args.overrides)
     out = build_tokenizer(cfg)
-    tok = load_tokenizer(out)
+    tok = load_item_tokenizer(out)
     print(describe(tok))
     print(f"timings (s): {json.dumps(tok.stats.get('timings_s', {}))}")
     print(f"wrote {out}: item_codes.json, tokens.json, centroids_*.npz, embeddings_*.npy, stats.json, config.json")
@@ -225,7 +230,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def inspect_main(args: argparse.Namespace) -> int:
-    tok = load_tokenizer(args.dir)
+    tok = load_item_tokenizer(args.dir)
     print(inspect_report(tok, args.n))
     return 0
 
@@ -273,7 +278,7 @@ def assign_main(args: argparse.Namespace) -> int:
         raise DataError(f"{args.items}: either every item or no item has an \"embedding\"")
     emb = np.asarray(vectors, dtype=np.float32) if all(given) else None
     codes = assign_new_items(args.tokenizer, items, semantic_embeddings=emb)
-    tok = load_tokenizer(args.tokenizer)
+    tok = load_item_tokenizer(args.tokenizer)
     for item in items:
         print(f"{index_string(codes[item.item_id]):<44} {item.item_id:<14} {item.display[:60]}")
     print(f"assigned {len(items)} new item(s); {args.tokenizer} is now version {tok.version} "

@@ -37,7 +37,7 @@ from genrec.config import from_dict
 from genrec.data.dataset import Item
 from genrec.errors import DataError
 from genrec.io import atomic_dir, write_json
-from genrec.item_tokenizer.artifact import ItemTokenizer, load_tokenizer, write_item_codes
+from genrec.item_tokenizer.artifact import ItemTokenizer, load_item_tokenizer, write_item_codes
 from genrec.item_tokenizer.codebook import Codebook
 from genrec.item_tokenizer.preprocess import Preprocess
 from genrec.item_tokenizer.stats import summary_stats
@@ -111,7 +111,7 @@ def assign_new_items(tokenizer_dir: str | Path, new_items: list[Item], *,
     ``semantic_embeddings [M, D]`` replaces the text encoder (required when the build used
     precomputed semantic embeddings). ``neighbors`` overrides ``cold_start.neighbors``.
     """
-    tok = load_tokenizer(tokenizer_dir)
+    tok = load_item_tokenizer(tokenizer_dir)
     if "semantic" not in tok.order:
         raise DataError(f"tokenizer {tok.path} has no semantic stream; new items cannot be placed without one")
     ids = [it.item_id for it in new_items]

@@ -14,12 +14,11 @@ vocabulary actually used at that position):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from genrec.item_tokenizer.codebook import Codebook
+from genrec.item_tokenizer.codebook import Codebook, prefix_ids
 
 
 def entropy_bits(counts: np.ndarray) -> float:
@@ -29,23 +28,6 @@ def entropy_bits(counts: np.ndarray) -> float:
         return 0.0
     p = counts / counts.sum()
     return float(-(p * np.log2(p)).sum())
-
-
-def prefix_ids(codes: np.ndarray) -> list[np.ndarray]:
-    """Per level ``l``, a dense int64 id ``[N]`` of each item's prefix ``codes[:, :l+1]``.
-
-    Built column by column with 1-D uniques (much faster than ``np.unique(axis=0)`` on a
-    million rows) and never overflows: ids are re-densified at every level.
-    """
-    out: list[np.ndarray] = []
-    prev = np.zeros(codes.shape[0], dtype=np.int64)
-    for col in codes.T:
-        col = col.astype(np.int64)
-        span = int(col.max(initial=0)) - int(col.min(initial=0)) + 1
-        _, prev = np.unique(prev * span + (col - col.min(initial=0)), return_inverse=True)
-        prev = prev.reshape(-1).astype(np.int64)
-        out.append(prev)
-    return out
 
 
 def prefix_sizes(codes: np.ndarray, level: int) -> np.ndarray:

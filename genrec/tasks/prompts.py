@@ -9,12 +9,16 @@ Tasks (names used in recipes' ``tasks.mix``):
 - ``fusion_next_title``: history as indices → next item's title.
 
 Each task has several phrasings; one is drawn per example with a seeded generator. Only the
-response is trained with the LM loss. Examples whose response is an item index carry the
+response is trained with the LM loss. History prompts are rendered by :func:`render_history`
+only, for training (:class:`TaskBuilder`) and for serving (:func:`serving_template` picks the
+text, :class:`genrec.inference.recommender.GenRecommender` renders it), so a served prompt is
+the prompt the model was trained on. Examples whose response is an item index carry the
 target item so the auxiliary losses can use the summary state.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -49,7 +53,39 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-INDEX_TASKS = ("seqrec", "item2index", "fusion_titles")
+SERVING_TEMPLATE = TEMPLATES["seqrec"][0]  # the phrasing requests are served with
+TITLE_CHARS = 80  # titles are cut to this many characters in prompts
+HISTORY_TASKS = ("seqrec", "fusion_titles", "fusion_next_title")
+_PLACEHOLDER = re.compile(r"\{(history|titles)\}")
+
+
+def cut_title(title: str, title_chars: int = TITLE_CHARS) -> str:
+    """``title`` cut to ``title_chars`` characters (the last one an ellipsis when cut)."""
+    return title if len(title) <= title_chars else title[: title_chars - 1] + "…"
+
+
+def render_history(template: str, history: Sequence[int], index: Sequence[str], titles: Sequence[str],
+                   max_history: int, title_chars: int = TITLE_CHARS) -> str:
+    """THE history prompt: ``template`` with ``{history}`` (item indices) and ``{titles}`` (quoted,
+    cut titles) of the last ``max_history`` items of ``history`` (item indices, most recent last).
+
+    ``index[i]`` / ``titles[i]`` are item ``i``'s index string and display title. Placeholders
+    are substituted in one pass; any other text (braces included) is kept as written.
+    """
+    history = list(history)[-max_history:]
+    values = {"history": ", ".join(index[i] for i in history),
+              "titles": "; ".join(f'"{cut_title(titles[i], title_chars)}"' for i in history)}
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def serving_template(instruction: str | None = None) -> str:
+    """The template a served request is rendered with: :data:`SERVING_TEMPLATE`; an instruction
+    with ``{history}`` or ``{titles}`` replaces it, one without either is put in front of it."""
+    if not instruction:
+        return SERVING_TEMPLATE
+    if _PLACEHOLDER.search(instruction):
+        return instruction
+    return f"{instruction.strip()} {SERVING_TEMPLATE}"
 
 
 @dataclass
@@ -79,18 +115,18 @@ class TaskBuilder:
     """
 
     def __init__(self, items: Sequence[Item], codes: Sequence[Sequence[str]], max_history: int = 20,
-                 title_chars: int = 80, seed: int = 0) -> None:
+                 title_chars: int = TITLE_CHARS, seed: int = 0) -> None:
         if len(items) != len(codes):
             raise ValueError(f"{len(items)} items but {len(codes)} code lists")
         self.items = items
         self.index = [index_string(c) for c in codes]
+        self.titles = [it.display for it in items]
         self.max_history = max_history
         self.title_chars = title_chars
         self.rng = np.random.default_rng(seed)
 
     def _title(self, i: int) -> str:
-        t = self.items[i].display
-        return t if len(t) <= self.title_chars else t[: self.title_chars - 1] + "…"
+        return cut_title(self.titles[i], self.title_chars)
 
     def _pick(self, task: str) -> str:
         options = TEMPLATES[task]
@@ -98,9 +134,8 @@ class TaskBuilder:
 
     def history_prompt(self, task: str, history: Sequence[int]) -> str:
         """The prompt for a history-based task (``seqrec``, ``fusion_titles``, ``fusion_next_title``)."""
-        history = list(history)[-self.max_history:]
-        return self._pick(task).format(history=", ".join(self.index[i] for i in history),
-                                       titles="; ".join(f'"{self._title(i)}"' for i in history))
+        return render_history(self._pick(task), history, self.index, self.titles, self.max_history,
+                              self.title_chars)
 
     def make(self, task: str, history: Sequence[int] | None = None, target: int = -1) -> Example:
         """One example of ``task``: history tasks need ``history`` and ``target``; item tasks ``target``."""
@@ -130,7 +165,7 @@ class TaskBuilder:
         windows = [(h, t) for _, h, t in split.train_windows()]
         sources: dict[str, Callable[[], list[Example]]] = {}
         for task, share in mix.items():
-            if task in ("seqrec", "fusion_titles", "fusion_next_title"):
+            if task in HISTORY_TASKS:
                 sources[task] = lambda task=task, share=share: [self.make(task, h, t) for h, t in self._sample(windows, share)]
             else:
                 cat = [(None, i) for i in range(len(self.items))]

@@ -13,7 +13,7 @@ from genrec.baselines import run as baseline_run
 from genrec.baselines.popularity import PopularityConfig
 from genrec.baselines.sasrec import SASRecConfig, load_sasrec
 from genrec.config import load_config
-from genrec.evaluation import METRIC_KEYS
+from genrec.metrics import METRIC_KEYS
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 TINY = ["epochs=3", "hidden=16", "batch_size=64", "num_threads=1"]

@@ -12,7 +12,7 @@ import torch
 from genrec.data.dataset import Dataset, Item
 from genrec.data.split import leave_one_out, pad_left
 from genrec.errors import DataError
-from genrec.evaluation import evaluate_scores, ranking_metrics, topk_from_scores
+from genrec.metrics import evaluate_scores, ranking_metrics, topk_from_scores
 
 
 def toy(timestamps: bool = True) -> Dataset:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.data import fetch
+from genrec import registry
 from genrec.data.dataset import Item
 from genrec.encoders import text as text_mod
 from genrec.encoders.text import (
@@ -23,7 +23,7 @@ from genrec.encoders.text import (
     masked_mean,
 )
 from genrec.errors import ConfigError, DataError
-from genrec.models import load_causal_lm, resolve_model
+from genrec.hub import load_causal_lm, resolve_model
 
 CORPUS = ["Title: Toy Story", "Title: Toy Story 2", "Description: a cowboy doll and a space ranger",
           "Categories: Animation, Comedy", "Brand: Pixar", "Title: Heat", "Categories: Crime, Drama",
@@ -105,7 +105,7 @@ def test_resolve_model_paths_aliases_and_hub_names(tiny_llama, tmp_path, monkeyp
     assert (hub.kind, hub.path, hub.identity) == ("hub", "HuggingFaceTB/SmolLM2-135M-Instruct",
                                                  "hub:HuggingFaceTB/SmolLM2-135M-Instruct")
 
-    monkeypatch.setattr(fetch, "fetch", lambda entry, **kw: tmp_path / entry.name)
+    monkeypatch.setattr(registry, "fetch", lambda entry, **kw: tmp_path / entry.name)
     emb = resolve_model("SmolLM2-135M-Instruct")
     assert (emb.kind, emb.embedded, emb.gguf_file) == ("embedded", "smollm2-135m",
                                                        "SmolLM2-135M-Instruct.Q4_1.gguf")

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from genrec.generation import ItemTrie, PrefixTable
+from genrec.hub import load_causal_lm
 from genrec.modeling import add_item_tokens
-from genrec.models import load_causal_lm
 from tests.tiny_llm import make_tiny_llm
 
 LEVELS, K = ("s0", "s1", "b0", "b1"), 8

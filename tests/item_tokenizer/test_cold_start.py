@@ -13,7 +13,7 @@ from genrec.cli import main as cli
 from genrec.config import load_config
 from genrec.data.dataset import Item
 from genrec.errors import DataError
-from genrec.item_tokenizer.artifact import load_tokenizer
+from genrec.item_tokenizer.artifact import load_item_tokenizer
 from genrec.item_tokenizer.build import build_tokenizer
 from genrec.item_tokenizer.cold_start import assign_new_items, semantic_neighbors
 from genrec.item_tokenizer.config import TokenizerConfig
@@ -34,14 +34,14 @@ def _built(tmp: Path, data: Path | None, n: int = 60, *overrides: str) -> Path:
 
 def test_new_items_get_unique_codes_and_the_artifact_is_versioned(tmp_path, dataset_dir):
     out = _built(tmp_path, dataset_dir)
-    before = load_tokenizer(out)
+    before = load_item_tokenizer(out)
     sem = np.load(tmp_path / "sem.npy")
     beh = np.load(tmp_path / "beh.npy")
     new = [Item("twin7", title="space opera volume 7 (again)"), Item("other", title="something new")]
     emb = np.stack([sem[7], blobs(1, 12, 1, seed=9)[0][0]])
     codes = assign_new_items(out, new, semantic_embeddings=emb, progress=False)
 
-    after = load_tokenizer(out, dataset=dataset_dir)  # the dataset itself did not change
+    after = load_item_tokenizer(out, dataset=dataset_dir)  # the dataset itself did not change
     assert after.version == 2 and after.stats["num_items"] == 62 and after.stats["num_build_items"] == 60
     assert after.stats["unique_rate"] == 1.0 and after.stats["cold_start"][-1]["items"] == 2
     # same text embedding as it7 -> same semantic codes; the index as a whole stays unique
@@ -62,12 +62,12 @@ def test_new_items_get_unique_codes_and_the_artifact_is_versioned(tmp_path, data
 
     with pytest.raises(DataError, match="already exist"):
         assign_new_items(out, [Item("it3")], semantic_embeddings=sem[:1], progress=False)
-    assert load_tokenizer(out).version == 2  # a refused assignment changes nothing
+    assert load_item_tokenizer(out).version == 2  # a refused assignment changes nothing
 
 
 def test_a_twin_in_a_leaf_with_room_gets_a_free_last_code(tmp_path, dataset_dir):
     out = _built(tmp_path, dataset_dir, 60, "order=[semantic]")
-    tok = load_tokenizer(out)
+    tok = load_item_tokenizer(out)
     sem = np.load(tmp_path / "sem.npy")
     leaf_of = {}
     for item, toks in tok.item_tokens.items():
@@ -86,14 +86,14 @@ def test_a_twin_in_a_leaf_with_room_gets_a_free_last_code(tmp_path, dataset_dir)
 def test_disambiguated_groups_take_the_next_number(tmp_path):
     out = _built(tmp_path, None, 40, "order=[semantic]", "semantic.kmeans.method=residual",
                  "semantic.kmeans.k=2", "semantic.kmeans.depth=2")
-    tok = load_tokenizer(out)
+    tok = load_item_tokenizer(out)
     assert tok.stats["disambiguated_items"] == 40  # 4 codes for 40 items: every index is shared
     sem = np.load(tmp_path / "sem.npy")
     codes = assign_new_items(out, [Item("n1"), Item("n2")], semantic_embeddings=sem[[0, 0]], progress=False)
     group = [t for i, t in tok.item_tokens.items() if t[:2] == tok.item_tokens["0"][:2]]
     assert codes["n1"][:2] == codes["n2"][:2] == tok.item_tokens["0"][:2]
     assert codes["n1"][2] == f"<d_{len(group)}>" and codes["n2"][2] == f"<d_{len(group) + 1}>"
-    after = load_tokenizer(out)
+    after = load_item_tokenizer(out)
     assert after.stats["unique_rate"] == 1.0 and after.tokens[:len(tok.tokens)] == tok.tokens
 
 

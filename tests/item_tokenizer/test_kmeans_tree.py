@@ -7,8 +7,8 @@ import pytest
 from itok_synthetic import blobs
 
 from genrec.item_tokenizer.balanced import balanced_assign, balanced_kmeans, capacities
+from genrec.item_tokenizer.codebook import prefix_ids
 from genrec.item_tokenizer.kmeans import fit_centroids, kmeans_pp, nearest, top_candidates
-from genrec.item_tokenizer.stats import prefix_ids
 from genrec.item_tokenizer.tree import CodeTree, fit_tree, resolve_branching
 
 

@@ -8,7 +8,7 @@ from itok_synthetic import blobs
 
 from genrec.config import load_config
 from genrec.errors import DataError
-from genrec.item_tokenizer.artifact import load_tokenizer
+from genrec.item_tokenizer.artifact import load_item_tokenizer
 from genrec.item_tokenizer.build import build_tokenizer
 from genrec.item_tokenizer.cold_start import assign_new_items
 from genrec.item_tokenizer.config import TokenizerConfig
@@ -95,7 +95,7 @@ def _build(tmp_path, *overrides: str):
 
 def test_build_centres_and_normalises_by_default_and_records_it(tmp_path):
     out, x = _build(tmp_path)
-    tok = load_tokenizer(out)
+    tok = load_item_tokenizer(out)
     sem = tok.stats["streams"]["semantic"]
     assert sem["preprocess"] == {"center": True, "whiten": False, "normalize": True}
     assert sem["mean_cosine"]["raw"] > 0.9 and abs(sem["mean_cosine"]["clustered"]) < 0.2
@@ -105,17 +105,17 @@ def test_build_centres_and_normalises_by_default_and_records_it(tmp_path):
     # cold start goes through the stored transform: a copy of an item lands on its codes
     codes = assign_new_items(out, [_item("copy9")], semantic_embeddings=x[9:10], progress=False)
     assert codes["copy9"][:2] == tok.item_tokens["9"][:2]
-    after = load_tokenizer(out)
+    after = load_item_tokenizer(out)
     assert after.stats["streams"]["semantic"]["preprocess"] == sem["preprocess"]  # kept across versions
 
 
 def test_preprocessing_can_be_switched_off_or_whiten(tmp_path):
     out, _ = _build(tmp_path, "semantic.kmeans.center=false", "semantic.kmeans.normalize=false")
-    tok = load_tokenizer(out)
+    tok = load_item_tokenizer(out)
     assert tok.stats["streams"]["semantic"]["preprocess"] == {"center": False, "whiten": False, "normalize": False}
     assert tok.tree("semantic").preprocess.is_identity and tok.stats["unique_rate"] == 1.0
     out, _ = _build(tmp_path, "name=w", "semantic.kmeans.whiten=true")
-    assert load_tokenizer(out).tree("semantic").preprocess.whiten.shape == (16, 16)
+    assert load_item_tokenizer(out).tree("semantic").preprocess.whiten.shape == (16, 16)
 
 
 def test_cold_start_rejects_non_finite_or_misshaped_embeddings(tmp_path):
@@ -126,7 +126,7 @@ def test_cold_start_rejects_non_finite_or_misshaped_embeddings(tmp_path):
         assign_new_items(out, [_item("n1"), _item("n2")], semantic_embeddings=bad, progress=False)
     with pytest.raises(DataError, match=r"shape \[1, 5\], expected \[1, 16\]"):
         assign_new_items(out, [_item("n1")], semantic_embeddings=np.zeros((1, 5), np.float32), progress=False)
-    assert load_tokenizer(out).version == 1  # nothing was written
+    assert load_item_tokenizer(out).version == 1  # nothing was written
 
 
 def _item(item_id: str):

@@ -13,7 +13,7 @@ from genrec.cli import main as cli
 from genrec.config import load_config
 from genrec.data.dataset import Dataset
 from genrec.errors import ConfigError, DataError
-from genrec.item_tokenizer.artifact import load_tokenizer
+from genrec.item_tokenizer.artifact import load_item_tokenizer
 from genrec.item_tokenizer.build import build_tokenizer, inspect_report
 from genrec.item_tokenizer.config import TokenizerConfig
 from genrec.item_tokenizer.vocab import parse_index
@@ -56,7 +56,7 @@ def test_artifact_files_stats_and_provenance(tmp_path, dataset_dir):
     assert {"item_codes.json", "tokens.json", "centroids_semantic.npz", "centroids_behavior.npz",
             "embeddings_semantic.npy", "embeddings_behavior.npy", "config.json", "stats.json",
             "cluster_sizes_semantic.png", "cluster_sizes_behavior.png"} <= names
-    tok = load_tokenizer(out, dataset=dataset_dir)
+    tok = load_item_tokenizer(out, dataset=dataset_dir)
     ds = Dataset.load(dataset_dir)
     assert tok.item_ids == [it.item_id for it in ds.items]
     assert tok.stats["version"] == 1 and tok.stats["unique_rate"] == 1.0
@@ -110,34 +110,34 @@ def test_collisions_are_disambiguated_and_reported(tmp_path):
     # residual codes with 2 x 2 codes for 40 items must collide
     recipe = _recipe(tmp_path, None, 40, sem_k="2", beh=", method: residual")
     out = _build(recipe, "order=[behavior]", "behavior.kmeans.k=2")
-    tok = load_tokenizer(out)
+    tok = load_item_tokenizer(out)
     assert tok.item_ids[:3] == ["0", "1", "2"]  # no dataset: row numbers are the ids
     assert tok.stats["collision_rate"] > 0.5 and tok.stats["unique_rate"] == 1.0
     assert tok.stats["disambiguated_items"] > 0
     assert any(t.startswith("<d_") for t in tok.tokens)
     assert len({tok.index(i) for i in tok.item_ids}) == 40
     with pytest.raises(DataError, match="built without a dataset"):
-        load_tokenizer(out, dataset=tmp_path)
+        load_item_tokenizer(out, dataset=tmp_path)
 
 
 def test_dataset_change_is_detected(tmp_path, dataset_dir):
     out = _build(_recipe(tmp_path, dataset_dir, 60))
-    load_tokenizer(out, dataset=dataset_dir)
-    load_tokenizer(out, dataset=Dataset.load(dataset_dir))
+    load_item_tokenizer(out, dataset=dataset_dir)
+    load_item_tokenizer(out, dataset=Dataset.load(dataset_dir))
     items = dataset_dir / "items.jsonl"
     items.write_text(items.read_text().replace("volume 5", "volume five"))
     with pytest.raises(DataError, match=r"items.jsonl changed since tokenizer .* was built \(sha256 mismatch\)"):
-        load_tokenizer(out, dataset=dataset_dir)
-    report = inspect_report(load_tokenizer(out))  # inspecting still works, and says so
+        load_item_tokenizer(out, dataset=dataset_dir)
+    report = inspect_report(load_item_tokenizer(out))  # inspecting still works, and says so
     assert "warning:" in report and "items.jsonl changed since tokenizer" in report
     (dataset_dir / "sequences.jsonl").write_text((dataset_dir / "sequences.jsonl").read_text() + "\n")
     items.write_text(items.read_text().replace("volume five", "volume 5"))
     with pytest.raises(DataError, match=r"sequences.jsonl changed .*interaction sequences are not the ones"):
-        load_tokenizer(out, dataset=dataset_dir)
+        load_item_tokenizer(out, dataset=dataset_dir)
     ds = Dataset.load(dataset_dir)
     ds.items = ds.items[:-1]
     with pytest.raises(DataError, match="differ from the 60 items"):
-        load_tokenizer(out, dataset=ds)
+        load_item_tokenizer(out, dataset=ds)
 
 
 def test_bad_inputs_give_one_clear_error(tmp_path, dataset_dir):
@@ -151,14 +151,14 @@ def test_bad_inputs_give_one_clear_error(tmp_path, dataset_dir):
     with pytest.raises(ConfigError, match="depth"):
         load_config(TokenizerConfig, recipe, ["semantic.kmeans.k=[4,4]", "semantic.kmeans.depth=3"])
     with pytest.raises(DataError, match="is not an item tokenizer directory"):
-        load_tokenizer(tmp_path)
+        load_item_tokenizer(tmp_path)
 
 
 def test_k_larger_than_the_catalog_falls_back_to_one_code_per_item(tmp_path, dataset_dir):
     # K = 256 for 60 items: the root node is not clustered, every item is its own child
     out = _build(_recipe(tmp_path, dataset_dir, 60, sem_k="256"), "semantic.kmeans.depth=2",
                  "behavior.kmeans.k=[256, 4]")
-    tok = load_tokenizer(out)
+    tok = load_item_tokenizer(out)
     sem = tok.stats["streams"]["semantic"]["levels"]
     assert sem[0]["clusters_used"] == 60 and sem[0]["largest_cluster"] == 1 and sem[1]["codes_used"] == 1
     assert [tok.item_tokens[i][0] for i in tok.item_ids[:3]] == ["<s0_0>", "<s0_1>", "<s0_2>"]  # item order

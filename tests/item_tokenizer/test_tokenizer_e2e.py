@@ -12,7 +12,7 @@ import torch
 
 from genrec.config import load_config
 from genrec.data.dataset import Dataset, Item
-from genrec.item_tokenizer.artifact import load_tokenizer
+from genrec.item_tokenizer.artifact import load_item_tokenizer
 from genrec.item_tokenizer.build import build_tokenizer
 from genrec.item_tokenizer.cold_start import assign_new_items
 from genrec.item_tokenizer.config import TokenizerConfig
@@ -53,7 +53,7 @@ def test_build_with_tiny_encoders_then_cold_start_by_text(tmp_path, dataset_dir,
         "semantic.kmeans.k=8", "semantic.kmeans.depth=auto",
         f"behavior.encoder={behavior}", *enc, "behavior.kmeans.k=8", "behavior.kmeans.depth=auto"])
     out = build_tokenizer(cfg)
-    tok = load_tokenizer(out, dataset=dataset_dir)
+    tok = load_item_tokenizer(out, dataset=dataset_dir)
     assert tok.stats["unique_rate"] == 1.0 and tok.stats["collision_rate"] == 0.0
     assert tok.embeddings("semantic").shape == (60, 32) and tok.embeddings("behavior").shape == (60, 8)
     assert tok.config["encoders"]["behavior"]["encoder"] == behavior
@@ -65,7 +65,7 @@ def test_build_with_tiny_encoders_then_cold_start_by_text(tmp_path, dataset_dir,
     it5 = Dataset.load(dataset_dir).items[5]
     codes = assign_new_items(out, [Item("copy5", title=it5.title)], progress=False)
     assert codes["copy5"][:2] == tok.item_tokens[it5.item_id][:2]
-    after = load_tokenizer(out)
+    after = load_item_tokenizer(out)
     assert after.version == 2 and after.stats["unique_rate"] == 1.0
     assert np.allclose(after.embeddings("semantic")[60], tok.embeddings("semantic")[5], atol=1e-5)
 
@@ -85,6 +85,6 @@ def test_items_without_text_embed_their_id_and_are_counted(tmp_path, dataset_dir
     with caplog.at_level(logging.WARNING, logger="genrec.item_tokenizer.build"):
         out = build_tokenizer(cfg)
     assert "2 item(s) have none of the text fields" in caplog.text and "'it0', 'it1'" in caplog.text
-    tok = load_tokenizer(out, dataset=dataset_dir)
+    tok = load_item_tokenizer(out, dataset=dataset_dir)
     assert tok.stats["encoders"]["semantic"]["items_without_text"] == 2 and tok.stats["unique_rate"] == 1.0
     assert np.isfinite(tok.embeddings("semantic")).all()

@@ -138,3 +138,30 @@ def test_qlora_run_is_served_on_float_weights(tmp_path):
     assert "Linear4bit" not in kinds and q.model.dtype == torch.float32
     got = q.recommend(HISTORY, k=4)
     assert len({r.item_id for r in got}) == 4
+
+
+
+def test_training_and_serving_prompts_are_one_rendering(rec):
+    """The served prompt is the training prompt for the same history: the ``seqrec`` phrasing
+    requests are served with, and a ``{titles}`` instruction, long titles cut alike."""
+    import dataclasses
+
+    from genrec.data.dataset import Dataset
+    from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer
+    from genrec.recommender import GenRecommender
+    from genrec.tasks.prompts import SERVING_TEMPLATE, TEMPLATES, TaskBuilder
+
+    ds = Dataset.load(rec.data_dir)
+    codes = item_codes(load_item_tokenizer(rec.run_dir / "item_tokenizer"), ds)
+    items = [dataclasses.replace(it, title=f"{it.title} " + "with a very long subtitle " * 6) for it in ds.items]
+    served = GenRecommender(rec.model, rec.tokenizer, items, codes, max_history=rec.max_history)
+    builder = TaskBuilder(items, codes, rec.max_history, seed=0)
+    history = list(range(len(items)))[:rec.max_history + 3]  # longer than max_history: both keep the last ones
+    titles_template = TEMPLATES["fusion_titles"][0]
+    for task, template, instruction in (("seqrec", SERVING_TEMPLATE, None),
+                                        ("fusion_titles", titles_template, titles_template)):
+        builder._pick = lambda _task, t=template: t  # the phrasing drawn for the example
+        trained = builder.make(task, history, 0).prompt
+        assert served.prompt_text(history, instruction) == trained
+    assert "…" in trained and len(items[0].title) > 80
+    assert SERVING_TEMPLATE == TEMPLATES["seqrec"][0]

@@ -16,12 +16,22 @@ consumption is legitimate); ``exclude_history=True`` masks them, and the choice 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from genrec.data.split import EvalSet
+
+class RankingData(Protocol):
+    """What :func:`evaluate_scores` reads from an evaluation set (e.g. :class:`genrec.data.split.EvalSet`)."""
+
+    histories: Sequence[np.ndarray]
+    targets: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def padded(self, max_len: int) -> np.ndarray: ...
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
 METRIC_KEYS: tuple[str, ...] = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in DEFAULT_KS)
@@ -79,7 +89,7 @@ def topk_from_scores(scores: torch.Tensor, k: int, exclude: list[np.ndarray] | N
     return top
 
 
-def evaluate_scores(score_fn: Callable[[np.ndarray], torch.Tensor], data: EvalSet, max_len: int,
+def evaluate_scores(score_fn: Callable[[np.ndarray], torch.Tensor], data: RankingData, max_len: int,
                     ks: Sequence[int] = DEFAULT_KS, batch_size: int = 1024, exclude_history: bool = False,
                     desc: str = "evaluate", progress: bool = True) -> dict[str, float]:
     """Evaluate a scoring model over the full catalog.

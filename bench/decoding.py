@@ -40,9 +40,9 @@ from genrec.generation import (
     prefix_allowed_tokens_fn,
 )
 from genrec.item_tokenizer.vocab import vocabulary
-from genrec.modeling import add_item_tokens, init_new_rows
 from genrec.tasks.collate import SUMMARY_TOKEN, prompt_ids
 from genrec.tasks.prompts import TEMPLATES
+from genrec.training.model import add_item_tokens, init_new_rows
 
 K, LEVELS = 256, 4
 
@@ -51,7 +51,7 @@ def load(tiny: bool, name: str):
     from genrec.hub import load_causal_lm
 
     if tiny:
-        from tests.tiny_llm import make_tiny_llm
+        from genrec.testing import make_tiny_llm
 
         name = str(make_tiny_llm(Path(tempfile.mkdtemp()) / "tiny", hidden=64, layers=2))
     model, tok = load_causal_lm(name)

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 import torch
 
 from genrec.cli import main as cli_main
-from genrec.evaluate import evaluate_run
+from genrec.inference.evaluate import evaluate_run
 from genrec.io import read_json, write_json
 
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
                                                   "epoch": state.get("epoch")}
 
     # Baselines on the same users as genrec (comparison.md of any variant holds them).
-    from genrec.evaluate import baseline_metrics
+    from genrec.inference.evaluate import baseline_metrics
 
     if args.variants:
         users = read_json(out / f"eval_{split}" / args.variants[0] / "provenance.json")["user_indices"]

@@ -174,7 +174,7 @@ def main() -> int:
     if run_dir is None:
         import torch
 
-        from tests.tiny_run import make_tiny_run
+        from genrec.testing import make_tiny_run
 
         torch.set_num_threads(1)  # a tiny model trains fastest on one thread, especially on a busy CPU
         t0 = time.time()

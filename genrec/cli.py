@@ -59,7 +59,7 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0: torch's choice; 1 is often fastest on a busy CPU)")
-    p.set_defaults(handler="genrec.evaluate:main")
+    p.set_defaults(handler="genrec.inference.evaluate:main")
 
     p = sub.add_parser("recommend", help="recommend items for a history with a trained run")
     p.add_argument("--model", required=True, help="run directory written by `genrec train`")
@@ -74,7 +74,7 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="dataset directory, when the one recorded in the run has moved")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--json", action="store_true", help='print a JSON list of {"item_id", "title", "score"}')
-    p.set_defaults(handler="genrec.recommender:main")
+    p.set_defaults(handler="genrec.inference.recommender:main")
 
     p = sub.add_parser("serve", help="HTTP API (FastAPI): POST /recommend, GET /health, docs at /docs")
     p.add_argument("--model", required=True, help="run directory written by `genrec train`")
@@ -90,7 +90,7 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0: torch's choice; 1 is often fastest on a busy CPU)")
-    p.set_defaults(handler="genrec.serving:main")
+    p.set_defaults(handler="genrec.inference.http:main")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="recipe YAML (see recipes/train_*.yaml)")
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    p.set_defaults(handler="genrec.train:main")
+    p.set_defaults(handler="genrec.training.recipe:main")
 
     _add_inference(sub)
 

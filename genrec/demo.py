@@ -23,6 +23,7 @@ import argparse
 import time
 from pathlib import Path
 
+from genrec import run_dir as layout
 from genrec.errors import ConfigError
 from genrec.io import read_json
 from genrec.metrics import METRIC_KEYS
@@ -96,15 +97,15 @@ def main(args: argparse.Namespace) -> int:
         _run(["tokens", "build", "--config", str(_recipe("tokens_ml100k.yaml")), f"data={data_dir}",
               f"out_dir={tok_dir.parent}", f"name={tok_dir.name}", *DEMO_TOKEN_OVERRIDES])
     if _stage(f"4/5 QLoRA fine-tuning of SmolLM2-135M ({args.train_steps} steps)",
-              (run_dir / "README.md").is_file(), start):
+              layout.is_finished(run_dir), start):
         steps = args.train_steps
         _run(["train", "--config", str(_recipe("train_ml100k.yaml")), f"data={data_dir}", f"tokenizer={tok_dir}",
               f"output_dir={run_dir.parent}", f"name={run_dir.name}", f"training.max_steps={steps}",
               f"training.eval_steps={steps}", "training.early_stopping_patience=0",
               "tasks.max_eval_examples=32", f"training.logging_steps={max(1, steps // 8)}"])
 
-    from genrec.evaluate import evaluate_run
-    from genrec.recommender import GenRecommender
+    from genrec.inference.evaluate import evaluate_run
+    from genrec.inference.recommender import GenRecommender
 
     rec = GenRecommender.from_pretrained(run_dir, data_dir=data_dir, num_beams=args.num_beams)
     cached = (eval_dir / "comparison.md").is_file() and \
@@ -117,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
     print()
     print((eval_dir / "comparison.md").read_text(encoding="utf-8"))
     _show_users(rec, data_dir, read_json(eval_dir / "provenance.json")["user_indices"][:3])
-    steps = read_json(run_dir / "provenance.json").get("config", {}).get("training", {}).get("max_steps")
+    steps = read_json(run_dir / layout.PROVENANCE).get("config", {}).get("training", {}).get("max_steps")
     print(f"Note: the demo trains only {steps} QLoRA steps on two CPU cores, a tiny fraction of one epoch; the "
           "genrec row shows the pipeline working (valid items, full-catalog metrics), not the quality a full "
           "run reaches. See docs/RESULTS.md for longer runs.")

@@ -341,5 +341,5 @@ def item_token_ids(item_tokens: Sequence[Sequence[str]], tokenizer) -> list[list
             out.append([vocab[t] for t in toks])
         except KeyError as e:
             raise DataError(f"item {i}: token {e.args[0]} is not in the model's tokenizer; add the item vocabulary "
-                            "with genrec.modeling.add_item_tokens (and resize the model) first") from None
+                            "with genrec.training.model.add_item_tokens (and resize the model) first") from None
     return out

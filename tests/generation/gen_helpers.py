@@ -10,8 +10,8 @@ import torch
 
 from genrec.generation import ItemTrie, PrefixTable
 from genrec.hub import load_causal_lm
-from genrec.modeling import add_item_tokens
-from tests.tiny_llm import make_tiny_llm
+from genrec.testing import make_tiny_llm
+from genrec.training.model import add_item_tokens
 
 LEVELS, K = ("s0", "s1", "b0", "b1"), 8
 PROMPTS = ["a user interacted with these items in order",

@@ -1,9 +1,7 @@
 """One ``transformers.Trainer`` subclass: LM loss + weighted auxiliary losses, each logged.
 
-The auxiliary heads live in an :class:`AuxLosses` module attached to the base model as
-``genrec_aux`` *before* PEFT wraps it and listed in ``modules_to_save``. That one placement
-makes the Trainer's optimizer, device placement, DDP / DeepSpeed wrapping and checkpointing
-handle the heads like any other trainable weight, and the saved adapter carries them.
+The auxiliary heads (:mod:`genrec.training.aux`) are found in the model with
+:func:`~genrec.training.aux.find_aux` and fed the summary-token state of each example.
 """
 
 from __future__ import annotations
@@ -16,34 +14,8 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
-from genrec.losses import GlobalContrastiveLoss, ReconstructionLoss, weighted_total
-
-AUX_MODULE = "genrec_aux"
-
-
-class AuxLosses(nn.Module):
-    """``forward(h [B, H], targets [B]) -> {term name: scalar}`` over the configured aux losses."""
-
-    def __init__(self, contrastive: GlobalContrastiveLoss | None = None,
-                 reconstruction: ReconstructionLoss | None = None) -> None:
-        super().__init__()
-        self.contrastive = contrastive
-        self.reconstruction = reconstruction
-
-    def forward(self, h: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for module in (self.contrastive, self.reconstruction):
-            if module is not None:
-                out.update(module(h, targets))
-        return out
-
-
-def find_aux(model: nn.Module) -> nn.Module | None:
-    """The (possibly PEFT-wrapped) ``genrec_aux`` module inside ``model``, or ``None``."""
-    for name, module in model.named_modules():
-        if name.endswith(AUX_MODULE) and not name.endswith(f"{AUX_MODULE}.original_module"):
-            return module
-    return None
+from genrec.training.aux import find_aux
+from genrec.training.losses import weighted_total
 
 
 def supports_response_logits(model: nn.Module) -> bool:

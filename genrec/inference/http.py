@@ -1,4 +1,4 @@
-"""``genrec serve``: an HTTP API over :class:`~genrec.recommender.GenRecommender` (FastAPI).
+"""``genrec serve``: an HTTP API over :class:`~genrec.inference.recommender.GenRecommender` (FastAPI).
 
 Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 
@@ -203,13 +203,13 @@ def _unprocessable(e: GenrecError) -> JSONResponse:
 
 def create_app(recommender: Any, max_batch: int = 16, max_wait_ms: float = 10.0,
                on_batch: Callable[[int], None] | None = None, max_queue: int = 256) -> FastAPI:
-    """The FastAPI app serving ``recommender`` (a :class:`~genrec.recommender.GenRecommender`).
+    """The FastAPI app serving ``recommender`` (a :class:`~genrec.inference.recommender.GenRecommender`).
 
     Testable without a socket (``fastapi.testclient.TestClient`` or ``httpx.ASGITransport``).
     ``app.state.batcher`` is the :class:`MicroBatcher`; ``on_batch(size)`` observes batch sizes;
     more than ``max_queue`` waiting requests (0: no limit) are answered 503.
     """
-    from genrec.recommender import RecommendRequest
+    from genrec.inference.recommender import RecommendRequest
 
     batcher = MicroBatcher(recommender.decode, max_batch, max_wait_ms, on_batch, max_queue=max_queue)
     started = time.monotonic()
@@ -279,7 +279,7 @@ def main(args: argparse.Namespace) -> int:
     """``genrec serve``."""
     import uvicorn
 
-    from genrec.recommender import GenRecommender, set_threads
+    from genrec.inference.recommender import GenRecommender, set_threads
 
     set_threads(args.threads)
     rec = GenRecommender.from_pretrained(args.model, device=args.device, data_dir=args.data,

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from genrec.config import load_config
-from genrec.train import TrainConfig
+from genrec.training.config import TrainConfig
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("train_*.yaml")), ids=lambda p: p.name)

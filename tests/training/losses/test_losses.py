@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from genrec.losses import GlobalContrastiveLoss, ReconstructionLoss, weighted_total
-from genrec.losses.contrastive import info_nce, sample_negatives
+from genrec.training.losses import GlobalContrastiveLoss, ReconstructionLoss, weighted_total
+from genrec.training.losses.contrastive import info_nce, sample_negatives
 
 
 def test_info_nce_prefers_aligned_query():

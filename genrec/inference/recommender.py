@@ -2,7 +2,7 @@
 
 ::
 
-    from genrec.recommender import GenRecommender
+    from genrec.inference.recommender import GenRecommender
 
     rec = GenRecommender.from_pretrained("runs/ml100k-smollm2")
     for r in rec.recommend(["50", "172", "Star Wars (1977)"], k=10, exclude="history"):
@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genrec import run_dir as layout
 from genrec.data.dataset import Dataset, Item
 from genrec.errors import ConfigError, DataError, RequestError
 from genrec.generation import AttributeTable, ItemFilter, ItemTrie, item_token_ids, node_masks
@@ -153,18 +154,13 @@ class GenRecommender:
         ``data_dir``: the dataset directory when the one recorded in the run's ``config.yaml``
         (``data``) has moved.
         """
-        import yaml
         from transformers import AutoTokenizer
 
         from genrec.hub import load_causal_lm
         from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer
 
-        run = Path(run_dir)
-        if not (run / "config.yaml").is_file() or not ((run / "adapter_config.json").is_file()
-                                                      or (run / "config.json").is_file()):
-            raise DataError(f"{run} is not a finished genrec run directory (config.yaml and adapter_config.json or "
-                            "config.json expected); train one with `genrec train --config recipes/train_ml100k.yaml`")
-        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+        run = layout.require_loadable(run_dir)
+        cfg = layout.read_config(run)
         mcfg, tcfg = cfg.get("model") or {}, cfg.get("tasks") or {}
         data = Path(data_dir) if data_dir is not None else Path(str(cfg.get("data", "")))
         if not (data / "items.jsonl").is_file():
@@ -172,7 +168,7 @@ class GenRecommender:
             raise DataError(f"dataset directory {data} {where} does not exist or holds no items.jsonl; pass the "
                             "dataset the model was trained on with --data DIR (Python: data_dir=DIR)")
         ds = Dataset.load(data)
-        itok = load_item_tokenizer(run / "item_tokenizer")
+        itok = load_item_tokenizer(run / layout.ITEM_TOKENIZER)
         codes = item_codes(itok, ds)
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype if dtype is not None else mcfg.get("dtype", "float32")

@@ -17,9 +17,10 @@ from genrec.errors import ConfigError, DataError
 from genrec.item_tokenizer.artifact import item_codes
 from genrec.item_tokenizer.build import build_tokenizer
 from genrec.item_tokenizer.config import TokenizerConfig
-from genrec.train import TrainConfig, check_resume
-from tests.test_train import _args, _recipe, setup  # noqa: F401  (fixture)
-from tests.tiny_llm import make_tiny_llm
+from genrec.testing import make_tiny_llm
+from genrec.training.config import TrainConfig
+from genrec.training.recipe import check_resume
+from tests.training.test_train import _args, _recipe, setup  # noqa: F401  (fixture)
 
 
 def _fails(capsys, argv, *needles):

@@ -6,12 +6,14 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from genrec.losses import GlobalContrastiveLoss, ReconstructionLoss
-from genrec.modeling import ModelConfig, build_model
 from genrec.tasks.collate import SUMMARY_TOKEN, Collator, render
 from genrec.tasks.prompts import Example
-from genrec.trainer import AuxLosses, GenRecTrainer, JsonlLogger, find_aux
-from tests.tiny_llm import make_tiny_llm
+from genrec.testing import make_tiny_llm
+from genrec.training.aux import AuxLosses, find_aux
+from genrec.training.config import ModelConfig
+from genrec.training.losses import GlobalContrastiveLoss, ReconstructionLoss
+from genrec.training.model import build_model
+from genrec.training.trainer import GenRecTrainer, JsonlLogger
 
 TOKENS = ["<s0_0>", "<s0_1>", "<b0_0>", "<b0_1>"]
 CODES = [["<s0_0>", "<b0_0>"], ["<s0_0>", "<b0_1>"], ["<s0_1>", "<b0_0>"], ["<s0_1>", "<b0_1>"]]
@@ -59,7 +61,7 @@ def test_trainer_logs_terms_and_updates_aux(tmp_path, mode):
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_response_only_logits_equal_the_models_own_loss(tmp_path, mode):
-    from genrec.trainer import response_lm_loss, supports_response_logits
+    from genrec.training.trainer import response_lm_loss, supports_response_logits
 
     base = make_tiny_llm(tmp_path / "base")
     model, tok, _ = build_model(ModelConfig(base=str(base), mode=mode, lora_r=4), TOKENS)

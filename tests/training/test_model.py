@@ -5,9 +5,10 @@ import torch
 
 from genrec.errors import ConfigError
 from genrec.hub import load_causal_lm
-from genrec.modeling import ModelConfig, add_item_tokens, build_model, trainable_parameters
 from genrec.tasks.collate import SUMMARY_TOKEN
-from tests.tiny_llm import make_tiny_llm
+from genrec.testing import make_tiny_llm
+from genrec.training.config import ModelConfig
+from genrec.training.model import add_item_tokens, build_model, trainable_parameters
 
 TOKENS = ["<s0_0>", "<s0_1>", "<s1_0>", "<s1_1>", "<b0_0>", "<b0_1>"]
 

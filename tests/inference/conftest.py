@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny_run import make_tiny_run
+from genrec.testing import make_tiny_run
 
 
 @contextlib.contextmanager
@@ -35,6 +35,6 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def rec(tiny_run):
-    from genrec.recommender import GenRecommender
+    from genrec.inference.recommender import GenRecommender
 
     return GenRecommender.from_pretrained(tiny_run, device="cpu")

@@ -19,10 +19,10 @@ from genrec.data.dataset import Dataset
 from genrec.data.split import leave_one_out
 from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer
 from genrec.tasks.prompts import TaskBuilder
-from genrec.train import TrainConfig
-from tests.test_train import _args, _recipe, setup  # noqa: F401  (fixture)
+from genrec.training.config import TrainConfig
+from tests.training.test_train import _args, _recipe, setup  # noqa: F401  (fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _torchrun(args):

@@ -9,7 +9,7 @@ import pytest
 from genrec.config import load_config
 from genrec.item_tokenizer.config import TokenizerConfig
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("tokens_*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("tokens_*.yaml"))
 
 
 def test_there_are_tokenizer_recipes():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genrec.errors import DataError, RequestError
-from genrec.recommender import GenRecommender, RecommendRequest
+from genrec.inference.recommender import GenRecommender, RecommendRequest
 
 HISTORY = ["m1", "m3", "m5"]
 
@@ -111,7 +111,7 @@ def test_unknown_ids_are_all_named(rec):
 
 
 def test_k_above_catalog_is_clamped_with_a_warning(rec, caplog):
-    with caplog.at_level(logging.WARNING, logger="genrec.recommender"):
+    with caplog.at_level(logging.WARNING, logger="genrec.inference.recommender"):
         got = rec.recommend(HISTORY, k=100)
     assert len(got) == rec.num_items == 24 and "exceeds the catalog" in caplog.text
 
@@ -130,7 +130,7 @@ def test_unmerged_adapter_gives_the_same_ranking(tiny_run, rec):
 
 
 def test_qlora_run_is_served_on_float_weights(tmp_path):
-    from tests.tiny_run import make_tiny_run
+    from genrec.testing import make_tiny_run
 
     run = make_tiny_run(tmp_path, steps=2, mode="qlora")
     q = GenRecommender.from_pretrained(run, device="cpu")
@@ -147,8 +147,8 @@ def test_training_and_serving_prompts_are_one_rendering(rec):
     import dataclasses
 
     from genrec.data.dataset import Dataset
+    from genrec.inference.recommender import GenRecommender
     from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer
-    from genrec.recommender import GenRecommender
     from genrec.tasks.prompts import SERVING_TEMPLATE, TEMPLATES, TaskBuilder
 
     ds = Dataset.load(rec.data_dir)

@@ -10,7 +10,7 @@ from genrec.config import load_config
 from genrec.data.dataset import Dataset, Item
 from genrec.item_tokenizer.build import build_tokenizer
 from genrec.item_tokenizer.config import TokenizerConfig
-from tests.tiny_llm import make_tiny_llm
+from genrec.testing import make_tiny_llm
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_bad_inputs(setup, capsys, tmp_path):
 def test_interrupted_run_resumes_to_identical_weights(setup, monkeypatch):
     from safetensors.torch import load_file
 
-    from genrec.trainer import GenRecTrainer
+    from genrec.training.trainer import GenRecTrainer
 
     root, base = setup
     _recipe(root)

@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
+from genrec import run_dir as layout
 from genrec.data.dataset import Dataset
 from genrec.data.split import EvalSet, leave_one_out
 from genrec.errors import ConfigError, DataError
@@ -43,9 +44,6 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("valid", "test")
 DATASET_FILES = ("items.jsonl", "sequences.jsonl", "stats.json", "manifest.json")
-RUN_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "config.yaml",
-             "tokenizer.json", "item_tokenizer/item_codes.json")
-EXTRA_KEYS = ("invalid_rate", "coverage", "users")
 
 
 def subset(data: EvalSet, indices: Sequence[int] | np.ndarray) -> EvalSet:
@@ -70,7 +68,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     """Evaluate a ``genrec train`` run on ``split`` of the dataset ``data_dir``.
 
     ``max_users`` evaluates a seeded (``seed``) random subset of users; ``recommender`` reuses an
-    already loaded :class:`~genrec.recommender.GenRecommender` of the run; ``out`` writes the
+    already loaded :class:`~genrec.inference.recommender.GenRecommender` of the run; ``out`` writes the
     artifacts listed in the module docstring, ``baselines`` adds them to ``comparison.md``.
 
     Returns ``{split: {recall@5 .. ndcg@20, invalid_rate, coverage, users}, "split": split,
@@ -79,7 +77,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     split (= user indices of the dataset), to evaluate baselines on the same users with
     :func:`baseline_metrics`.
     """
-    from genrec.recommender import GenRecommender
+    from genrec.inference.recommender import GenRecommender
 
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
@@ -240,7 +238,7 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
     if notes:
         md += "\n" + "\n".join(notes) + "\n"
     run_dir = rec.run_dir or Path(settings["run_dir"])
-    inputs = checksums([data_dir / f for f in DATASET_FILES] + [run_dir / f for f in RUN_FILES])
+    inputs = checksums([data_dir / f for f in DATASET_FILES] + [run_dir / f for f in layout.IDENTITY_FILES])
     with atomic_dir(out) as tmp:
         write_json(tmp / "metrics.json", {split: metrics})
         (tmp / "comparison.md").write_text(md, encoding="utf-8")
@@ -258,7 +256,7 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
 
 def main(args: argparse.Namespace) -> int:
     """``genrec evaluate``."""
-    from genrec.recommender import set_threads
+    from genrec.inference.recommender import set_threads
 
     set_threads(args.threads)
     out = Path(args.out)

@@ -37,7 +37,7 @@ def test_serve_and_evaluate_are_registered():
     from genrec.cli import build_parser
 
     a = build_parser().parse_args(["serve", "--model", "RUN", "--port", "9000", "--max-batch", "4"])
-    assert (a.handler, a.port, a.max_batch, a.max_wait_ms) == ("genrec.serving:main", 9000, 4, 10.0)
+    assert (a.handler, a.port, a.max_batch, a.max_wait_ms) == ("genrec.inference.http:main", 9000, 4, 10.0)
     a = build_parser().parse_args(["evaluate", "--model", "R", "--data", "D", "--out", "O",
                                    "--baselines", "B1", "B2"])
-    assert (a.handler, a.split, a.num_beams, a.baselines) == ("genrec.evaluate:main", "test", 20, ["B1", "B2"])
+    assert (a.handler, a.split, a.num_beams, a.baselines) == ("genrec.inference.evaluate:main", "test", 20, ["B1", "B2"])

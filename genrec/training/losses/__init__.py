@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from genrec.losses.contrastive import GlobalContrastiveLoss
-from genrec.losses.reconstruction import ReconstructionLoss
+from genrec.training.losses.contrastive import GlobalContrastiveLoss
+from genrec.training.losses.reconstruction import ReconstructionLoss
 
 __all__ = ["GlobalContrastiveLoss", "ReconstructionLoss", "weighted_total"]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from genrec.serving import create_app
+from genrec.inference.http import create_app
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_concurrent_requests_are_micro_batched_and_equal_unbatched(rec):
 
 
 def test_a_failing_batch_is_retried_per_request():
-    from genrec.serving import MicroBatcher
+    from genrec.inference.http import MicroBatcher
 
     def fn(xs):
         if "bad" in xs:
@@ -125,7 +125,7 @@ def _wait_until(cond, timeout: float = 5.0) -> None:
 def test_a_full_queue_rejects_at_once_and_recovers():
     import threading
 
-    from genrec.serving import MicroBatcher, Overloaded
+    from genrec.inference.http import MicroBatcher, Overloaded
 
     gate = threading.Event()
     b = MicroBatcher(lambda xs: (gate.wait(5), [x * 2 for x in xs])[1], max_batch=1, max_wait_ms=0, max_queue=2)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train import _args, _recipe, setup  # noqa: F401  (fixture)
+from tests.training.test_train import _args, _recipe, setup  # noqa: F401  (fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.integration

@@ -18,52 +18,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from genrec.errors import ConfigError
 from genrec.tasks.collate import SUMMARY_TOKEN
+from genrec.training.aux import AUX_MODULE, attach_aux
+from genrec.training.config import SCRATCH, SCRATCH_DEFAULTS, ModelConfig
 
 log = logging.getLogger(__name__)
-
-MODES = ("qlora", "lora", "full")
-SCRATCH = "scratch"
-SCRATCH_DEFAULTS: dict[str, int] = {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
-                                    "num_attention_heads": 4, "num_key_value_heads": 4,
-                                    "max_position_embeddings": 1024}
-INITS = ("text", "mean", "random")
-
-
-@dataclass
-class ModelConfig:
-    base: str = "smollm2-135m"  # embedded alias, local path or Hugging Face hub name
-    mode: str = "qlora"  # qlora | lora | full
-    dtype: str = "float32"  # compute dtype: float32 on CPU, bfloat16 on recent GPUs
-    lora_r: int = 16  # LoRA rank
-    lora_alpha: int = 32  # LoRA scaling numerator
-    lora_dropout: float = 0.05  # dropout on the LoRA branch
-    lora_target_modules: list[str] = field(default_factory=lambda: [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # linear layers with adapters
-    new_token_init: str = "text"  # text: mean embedding of the titles of the items sharing the token; mean; random
-    gradient_checkpointing: bool = False  # trade compute for activation memory (large models)
-    tokenizer: str = "smollm2-135m"  # base: scratch only — whose tokenizer (and chat template) to use
-    scratch: dict[str, int] = field(default_factory=dict)  # base: scratch only — LlamaConfig sizes
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"model.mode must be one of {MODES}, got {self.mode!r}")
-        if self.base == SCRATCH and self.mode != "full":
-            raise ValueError("model.base: scratch trains every weight; set model.mode: full")
-        unknown = sorted(set(self.scratch) - set(SCRATCH_DEFAULTS))
-        if unknown:
-            raise ValueError(f"unknown model.scratch key(s) {unknown}; allowed: {sorted(SCRATCH_DEFAULTS)}")
-        if self.new_token_init not in INITS:
-            raise ValueError(f"model.new_token_init must be one of {INITS}, got {self.new_token_init!r}")
-        if self.lora_r < 1:
-            raise ValueError(f"model.lora_r must be >= 1, got {self.lora_r}")
-
 
 def add_item_tokens(tokenizer: Any, item_tokens: Sequence[str]) -> list[int]:
     """Add item tokens and the summary token; return their ids (item tokens first, summary last).
@@ -156,17 +120,12 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     init_new_rows(model, tok, new_ids, cfg.new_token_init, by_id, seed)
     model.config.pad_token_id = tok.pad_token_id
     if aux_factory is not None:
-        from genrec.trainer import AUX_MODULE
-
-        aux = aux_factory(model.config.hidden_size).to(model.get_input_embeddings().weight.device)
-        model.add_module(AUX_MODULE, aux)
+        attach_aux(model, aux_factory)
     if cfg.mode == "full":
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         return model, tok, new_ids
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    from genrec.trainer import AUX_MODULE
 
     if cfg.mode == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)

@@ -1,0 +1,129 @@
+"""Recipe schemas of ``genrec train`` (``TrainConfig`` and its sections); no torch import.
+
+Every field is a recipe key (``model.mode``, ``tasks.mix`` ...); the comment after a field is
+its documentation (docs/training.md lists them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genrec.tasks.prompts import TEMPLATES
+
+AUX_TERMS = ("contrastive_semantic", "contrastive_behavior", "reconstruction_embedding", "reconstruction_codes")
+
+MODES = ("qlora", "lora", "full")
+SCRATCH = "scratch"
+SCRATCH_DEFAULTS: dict[str, int] = {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
+                                    "num_attention_heads": 4, "num_key_value_heads": 4,
+                                    "max_position_embeddings": 1024}
+INITS = ("text", "mean", "random")
+
+
+@dataclass
+class ModelConfig:
+    base: str = "smollm2-135m"  # embedded alias, local path or Hugging Face hub name
+    mode: str = "qlora"  # qlora | lora | full
+    dtype: str = "float32"  # compute dtype: float32 on CPU, bfloat16 on recent GPUs
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling numerator
+    lora_dropout: float = 0.05  # dropout on the LoRA branch
+    lora_target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # linear layers with adapters
+    new_token_init: str = "text"  # text: mean embedding of the titles of the items sharing the token; mean; random
+    gradient_checkpointing: bool = False  # trade compute for activation memory (large models)
+    tokenizer: str = "smollm2-135m"  # base: scratch only — whose tokenizer (and chat template) to use
+    scratch: dict[str, int] = field(default_factory=dict)  # base: scratch only — LlamaConfig sizes
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"model.mode must be one of {MODES}, got {self.mode!r}")
+        if self.base == SCRATCH and self.mode != "full":
+            raise ValueError("model.base: scratch trains every weight; set model.mode: full")
+        unknown = sorted(set(self.scratch) - set(SCRATCH_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown model.scratch key(s) {unknown}; allowed: {sorted(SCRATCH_DEFAULTS)}")
+        if self.new_token_init not in INITS:
+            raise ValueError(f"model.new_token_init must be one of {INITS}, got {self.new_token_init!r}")
+        if self.lora_r < 1:
+            raise ValueError(f"model.lora_r must be >= 1, got {self.lora_r}")
+
+
+@dataclass
+class TasksConfig:
+    mix: dict[str, float] = field(default_factory=lambda: {
+        "seqrec": 1.0, "item2index": 1.0, "index2item": 1.0, "fusion_titles": 0.2, "fusion_next_title": 0.2,
+    })  # task → share of its natural size (windows for history tasks, catalog for item tasks)
+    max_history: int = 20  # items shown in history prompts
+    max_length: int = 512  # tokens per example (prompt left-truncated beyond)
+    use_chat_template: bool = True  # render with the base model's chat template when it has one
+    max_eval_examples: int = 512  # validation examples (next-item on the valid split) for eval loss
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.mix) - set(TEMPLATES))
+        if unknown:
+            raise ValueError(f"tasks.mix names unknown tasks {unknown}; valid: {sorted(TEMPLATES)}")
+        if any(not isinstance(v, (int, float)) or v < 0 for v in self.mix.values()) or not any(self.mix.values()):
+            raise ValueError(f"tasks.mix shares must be numbers >= 0, at least one > 0; got {self.mix}")
+
+
+@dataclass
+class LossConfig:
+    weights: dict[str, float] = field(default_factory=lambda: {
+        "contrastive_semantic": 0.1, "contrastive_behavior": 0.1, "reconstruction_embedding": 0.1,
+    })  # aux term → weight (LM loss has weight 1); a term with weight 0 is not computed
+    num_negatives: int = 2048  # sampled catalog negatives for the contrastive loss (whole catalog if smaller)
+    temperature: float = 0.07  # InfoNCE temperature
+
+    def __post_init__(self) -> None:
+        unknown = sorted(k for k, w in self.weights.items() if w and k not in AUX_TERMS)
+        if unknown:
+            raise ValueError(f"losses.weights names unknown terms {unknown}; valid: {list(AUX_TERMS)} "
+                             "(the LM loss always has weight 1)")
+        if self.num_negatives < 1:
+            raise ValueError(f"losses.num_negatives must be >= 1, got {self.num_negatives}")
+        if self.temperature <= 0:
+            raise ValueError(f"losses.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class TrainingConfig:
+    learning_rate: float = 2e-4  # peak learning rate (cosine decay)
+    epochs: float = 1.0  # passes over the example mix (ignored when max_steps > 0)
+    max_steps: int = -1  # hard cap on optimizer steps (-1: use epochs)
+    batch_size: int = 8  # per-device batch size
+    grad_accum: int = 1  # gradient accumulation steps
+    warmup_ratio: float = 0.03  # linear warm-up share of the schedule
+    weight_decay: float = 0.0  # AdamW weight decay
+    logging_steps: int = 10  # log every N steps
+    eval_steps: int = 100  # evaluate (validation loss) and checkpoint every N steps
+    save_total_limit: int = 2  # checkpoints kept
+    early_stopping_patience: int = 3  # evaluations without validation improvement before stopping (0: off)
+    bf16: bool = False  # bfloat16 autocast (GPUs with bf16 support)
+    deepspeed: str | None = None  # path to a DeepSpeed JSON config (see recipes/accelerate/)
+    dataloader_num_workers: int = 0  # DataLoader workers
+    response_logits_only: bool = True  # LM head on response positions only (same loss, far less compute)
+
+
+@dataclass
+class TrainConfig:
+    name: str = "genrec"  # run name; the run directory is output_dir/name
+    data: str = ""  # canonical dataset directory
+    tokenizer: str = ""  # tokenizers_out/NAME built from the same dataset
+    output_dir: str = "runs"  # parent of the run directory
+    seed: int = 42  # seeds example sampling, init and training
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("data: set the dataset directory (e.g. data=runs/demo/data/ml-100k)")
+        if not self.tokenizer:
+            raise ValueError("tokenizer: set the item tokenizer directory (e.g. tokenizer=tokenizers_out/ml-100k)")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name

@@ -1,0 +1,169 @@
+"""``genrec train``: instruction-tune an LLM to generate item indices.
+
+Straight line: load dataset + item tokenizer (checked against each other) → build the
+instruction examples → load the base model, add the item vocabulary, attach PEFT and the
+auxiliary heads → ``GenRecTrainer.train`` (resumable) → write the run directory (its files:
+:mod:`genrec.run_dir`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from genrec import run_dir as layout
+from genrec.config import load_config, to_dict
+from genrec.data.dataset import Dataset
+from genrec.data.split import leave_one_out
+from genrec.errors import ConfigError
+from genrec.io import checksums, provenance, write_json
+from genrec.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume a run whose recorded config differs from ``cfg`` (names the keys)."""
+    saved_path = run_dir / layout.CONFIG
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text())
+    now = to_dict(cfg)
+    diff = sorted(_diff_keys(saved, now))
+    if diff:
+        raise ConfigError(f"cannot resume {run_dir}: the config changed since it started ({', '.join(diff)}); "
+                          "resume with the same recipe and overrides, or pick a new name=...")
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in set(a) | set(b):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    run(cfg, resume=args.resume)
+    return 0
+
+
+def run(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train and write the run directory; returns its path."""
+    from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+
+    from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer, stream_tables
+    from genrec.tasks.collate import SUMMARY_TOKEN, Collator, RenderedExamples
+    from genrec.tasks.prompts import TaskBuilder
+    from genrec.training.aux import aux_factory
+    from genrec.training.model import build_model, trainable_parameters
+    from genrec.training.trainer import GenRecTrainer, JsonlLogger
+
+    run_dir = cfg.run_dir
+    ckpt_dir = run_dir / layout.CHECKPOINTS
+    has_ckpt = layout.has_checkpoint(run_dir)
+    if resume:
+        if not has_ckpt:
+            raise ConfigError(f"--resume: no checkpoint under {ckpt_dir}; start the run without --resume")
+        check_resume(run_dir, cfg)
+    elif layout.is_finished(run_dir) or has_ckpt:
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose name=...")
+    set_seed(cfg.seed)
+    ds = Dataset.load(cfg.data)
+    itok = load_item_tokenizer(cfg.tokenizer, dataset=cfg.data)
+    codes = item_codes(itok, ds)
+    tables = stream_tables(itok, ds)
+    split = leave_one_out(ds, cfg.tasks.max_history)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / layout.CONFIG).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    builder = TaskBuilder(ds.items, codes, cfg.tasks.max_history, seed=cfg.seed)
+    examples = list(builder.iter_examples(split, cfg.tasks.mix))
+    eval_rng = np.random.default_rng(cfg.seed)
+    eval_users = eval_rng.permutation(len(split.valid))[: cfg.tasks.max_eval_examples]
+    eval_examples = [builder.make("seqrec", split.valid.histories[u], int(split.valid.targets[u])) for u in eval_users]
+
+    token_texts: dict[str, list[str]] = {}
+    for it, toks in zip(ds.items, codes):
+        for t in toks:
+            token_texts.setdefault(t, []).append(it.display)
+    model, tok, _ = build_model(cfg.model, itok.tokens, token_texts, cfg.seed, aux_factory(cfg, tables, codes))
+    trainable, total = trainable_parameters(model)
+    log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    sid = tok.convert_tokens_to_ids(SUMMARY_TOKEN)
+
+    def encode(exs):
+        try:
+            return RenderedExamples(exs, tok, sid, cfg.tasks.max_length, cfg.tasks.use_chat_template)
+        except ValueError as e:  # a response longer than the example budget
+            raise ConfigError(f"tasks.max_length={cfg.tasks.max_length} is too small: {e}; raise it") from None
+
+    train_data = encode(examples)  # tokenised lazily: bounded runs touch few of the examples
+    eval_data = encode(eval_examples)
+    t = cfg.training
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.learning_rate, num_train_epochs=t.epochs,
+        max_steps=t.max_steps, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, lr_scheduler_type="cosine",
+        logging_steps=t.logging_steps, eval_strategy="steps", eval_steps=t.eval_steps, save_strategy="steps",
+        save_steps=t.eval_steps, save_total_limit=t.save_total_limit, load_best_model_at_end=True,
+        metric_for_best_model="eval_loss", greater_is_better=False, seed=cfg.seed, data_seed=cfg.seed,
+        bf16=t.bf16, use_cpu=not torch.cuda.is_available(), report_to=[], remove_unused_columns=False,
+        deepspeed=t.deepspeed, dataloader_num_workers=t.dataloader_num_workers, save_only_model=False,
+        # The aux heads run outside the wrapped forward: DDP must not mark them unused.
+        ddp_find_unused_parameters=False,
+    )
+    callbacks = [JsonlLogger(run_dir / layout.TRAIN_LOG)]
+    if t.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    trainer = GenRecTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+                            data_collator=Collator(tok.pad_token_id), loss_weights=dict(cfg.losses.weights),
+                            response_logits_only=t.response_logits_only,
+                            callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    if trainer.is_world_process_zero():
+        _finalize(cfg, run_dir, trainer, tok, itok, ds, trainable, total)
+    return run_dir
+
+
+def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any, ds: Dataset,
+              trainable: int, total: int) -> None:
+    """Write the final artifacts through a staging directory, the model card last."""
+    from genrec.training.report import loss_curve, model_card
+
+    stage = run_dir / layout.STAGING
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    trainer.model.save_pretrained(stage)
+    tok.save_pretrained(stage)
+    shutil.copytree(itok.path, stage / layout.ITEM_TOKENIZER)
+    inputs = checksums([Path(cfg.data) / "items.jsonl", Path(cfg.data) / "sequences.jsonl",
+                        Path(itok.path) / "item_codes.json"])
+    prov = provenance(to_dict(cfg), cfg.seed, inputs)
+    prov["distributed"] = {"world_size": trainer.args.world_size,
+                           "type": str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1],
+                           "device": str(trainer.args.device)}
+    write_json(stage / layout.PROVENANCE, prov)
+    log_path = run_dir / layout.TRAIN_LOG
+    if log_path.is_file():
+        loss_curve(log_path, stage / layout.LOSS_CURVE)
+    (stage / layout.CARD).write_text(model_card(cfg, trainer.state, trainable, total, ds))
+    for entry in sorted(stage.iterdir(), key=lambda p: p.name == layout.CARD):
+        dest = run_dir / entry.name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        os.replace(entry, dest)
+    stage.rmdir()
+    log.info("wrote %s", run_dir)
+

@@ -28,10 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from genrec.baselines.sasrec import load_sasrec
+from genrec.baselines.artifact import load_sasrec
 from genrec.data.dataset import Dataset
-from genrec.data.split import leave_one_out, pad_left
-from genrec.inference.evaluate import sample_users, subset
+from genrec.data.split import leave_one_out, pad_left, sample_users, subset
 from genrec.inference.recommender import GenRecommender
 from genrec.io import write_json
 

@@ -31,14 +31,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from genrec.generation import (
-    ItemFilter,
-    ItemTrie,
-    PrefixTable,
-    beam_search,
-    constrained_beam_search,
-    prefix_allowed_tokens_fn,
-)
+from genrec.generation import ItemFilter, ItemTrie
+from genrec.generation.beam import beam_search, constrained_beam_search
+from genrec.generation.hf_reference import PrefixTable, prefix_allowed_tokens_fn
 from genrec.item_tokenizer.vocab import vocabulary
 from genrec.tasks.collate import SUMMARY_TOKEN, prompt_ids
 from genrec.tasks.prompts import TEMPLATES

@@ -52,7 +52,7 @@ from genrec.item_tokenizer.artifact import load_item_tokenizer
 from genrec.item_tokenizer.build import build_tokenizer
 from genrec.item_tokenizer.codebook import collision_rate
 from genrec.item_tokenizer.config import TokenizerConfig
-from genrec.item_tokenizer.stats import format_table, level_stats
+from genrec.item_tokenizer.stats import level_stats, level_table
 from genrec.item_tokenizer.vocab import parse_token
 
 SHARED = ROOT.parent / "shared" / "datasets" / "scientific"
@@ -242,7 +242,7 @@ def main() -> None:
     n = len(item_ids)
     print(f"\nScientific: {n:,} items; 4 codes per item, K = 256 per level "
           f"(prefix entropy is at most log2 {n} = {np.log2(n):.2f} bits)\n")
-    print(format_table(rows))
+    print(level_table(rows))
     print("\nwhole index before disambiguation:")
     for name, c in codes:
         print(f"  {name:<34} collision rate {collision_rate(c):.4f}")

@@ -46,7 +46,7 @@ def _run(argv: list[str]) -> None:
         raise SystemExit(rc)
 
 
-def format_table(rows: dict[str, dict[str, dict[str, float]]], split: str = "test") -> str:
+def metrics_table(rows: dict[str, dict[str, dict[str, float]]], split: str = "test") -> str:
     """Markdown table of ``{model: metrics.json content}`` on ``split``."""
     head = "| model | " + " | ".join(METRIC_KEYS) + " |"
     sep = "|---|" + "---|" * len(METRIC_KEYS)
@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
             _run(["baseline", "--data", str(data_dir), "--model", model, "--out", str(bdir), *extra])
     if args.baselines_only:
         rows = {m: read_json(d / "metrics.json") for m, d in base_dirs.items()}
-        print("\n" + format_table(rows))
+        print("\n" + metrics_table(rows))
         print(f"\ndemo (baselines only) finished in {time.time() - start:.0f} s; outputs under {out}")
         return 0
 

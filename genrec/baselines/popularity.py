@@ -62,7 +62,9 @@ def popularity_ranking(counts: np.ndarray, k: int | None = None) -> np.ndarray:
     return order if k is None else order[:k]
 
 
-def _evaluate(counts: np.ndarray, data: EvalSet, cfg: PopularityConfig, desc: str, progress: bool) -> dict[str, float]:
+def evaluate_counts(counts: np.ndarray, data: EvalSet, cfg: PopularityConfig, desc: str = "evaluate",
+                    progress: bool = True) -> dict[str, float]:
+    """Full-ranking metrics on ``data`` of the ranking by ``counts`` (the same for every user)."""
     scores = torch.as_tensor(counts, dtype=torch.float32)
 
     def score_fn(histories: np.ndarray) -> torch.Tensor:
@@ -72,14 +74,21 @@ def _evaluate(counts: np.ndarray, data: EvalSet, cfg: PopularityConfig, desc: st
                            exclude_history=cfg.exclude_history, desc=desc, progress=progress)
 
 
-def evaluate_popularity(split: Split, cfg: PopularityConfig, progress: bool = True) -> PopularityResult:
-    """Fit counts on ``split.train`` and evaluate on validation and test (full ranking)."""
+def fit_counts(split: Split, cfg: PopularityConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(valid_counts, test_counts)``: training-prefix counts, plus the validation targets for
+    the test ranking when ``cfg.test_counts == "train+valid"``."""
     valid_counts = item_counts(split.train, split.num_items)
     test_counts = valid_counts.copy()
     if cfg.test_counts == "train+valid":
         test_counts += np.bincount(split.valid.targets, minlength=split.num_items)
-    valid = _evaluate(valid_counts, split.valid, cfg, "valid", progress)
-    test = _evaluate(test_counts, split.test, cfg, "test", progress)
+    return valid_counts, test_counts
+
+
+def evaluate_popularity(split: Split, cfg: PopularityConfig, progress: bool = True) -> PopularityResult:
+    """Fit counts on ``split.train`` and evaluate on validation and test (full ranking)."""
+    valid_counts, test_counts = fit_counts(split, cfg)
+    valid = evaluate_counts(valid_counts, split.valid, cfg, "valid", progress)
+    test = evaluate_counts(test_counts, split.test, cfg, "test", progress)
     log.info("popularity: valid recall@10 %.4f ndcg@10 %.4f | test recall@10 %.4f ndcg@10 %.4f",
              valid["recall@10"], valid["ndcg@10"], test["recall@10"], test["ndcg@10"])
     return PopularityResult(valid, test, valid_counts, test_counts)

@@ -6,7 +6,7 @@
 - ``config.yaml``     the resolved config (usable again with ``--config``)
 - ``provenance.json`` config, seed, library versions, dataset checksums, model and split
 - ``train_log.jsonl`` one line per epoch plus a final line (SASRec)
-- ``model.pt``        best-validation weights, loadable with :func:`genrec.baselines.sasrec.load_sasrec` (SASRec)
+- ``model.pt``        best-validation weights, loadable with :func:`genrec.baselines.artifact.load_sasrec` (SASRec)
 """
 
 from __future__ import annotations
@@ -18,11 +18,20 @@ from typing import Any
 
 import yaml
 
+from genrec.baselines.artifact import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    PROVENANCE,
+    TRAIN_LOG,
+    metrics_record,
+    save_checkpoint,
+)
 from genrec.baselines.popularity import PopularityConfig, evaluate_popularity
-from genrec.baselines.sasrec import SASRecConfig, save_checkpoint, train_sasrec
 from genrec.config import load_config, to_dict
 from genrec.data.dataset import Dataset
 from genrec.data.split import leave_one_out
+from genrec.encoders.sasrec import SASRecConfig, train_sasrec
 from genrec.errors import ConfigError
 from genrec.io import atomic_dir, checksums, provenance, write_json
 from genrec.metrics import METRIC_KEYS
@@ -31,11 +40,6 @@ log = logging.getLogger(__name__)
 
 CONFIGS: dict[str, type] = {"pop": PopularityConfig, "sasrec": SASRecConfig}
 DATASET_FILES = ("items.jsonl", "sequences.jsonl", "stats.json", "manifest.json")
-
-
-def metrics_record(valid: dict[str, float], test: dict[str, float]) -> dict[str, dict[str, float]]:
-    """The ``metrics.json`` shape: exactly :data:`~genrec.metrics.METRIC_KEYS` per split."""
-    return {"valid": {k: float(valid[k]) for k in METRIC_KEYS}, "test": {k: float(test[k]) for k in METRIC_KEYS}}
 
 
 def run_baseline(data: str | Path, model: str, out: str | Path, config: str | Path | None = None,
@@ -58,19 +62,19 @@ def run_baseline(data: str | Path, model: str, out: str | Path, config: str | Pa
             record = metrics_record(pop.valid_metrics, pop.test_metrics)
             seed, extra = None, {}
         else:
-            res = train_sasrec(split, cfg, progress=progress, log_path=tmp / "train_log.jsonl")
-            save_checkpoint(res.model, cfg, tmp / "model.pt")
+            res = train_sasrec(split, cfg, progress=progress, log_path=tmp / TRAIN_LOG)
+            save_checkpoint(res.model, cfg, tmp / CHECKPOINT)
             record = metrics_record(res.valid_metrics, res.test_metrics)
             seed = cfg.seed
             extra = {"best_epoch": res.best_epoch, "epochs_run": len(res.history),
                      "train_seconds": round(res.seconds, 2)}
-        write_json(tmp / "metrics.json", record)
-        (tmp / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+        write_json(tmp / METRICS, record)
+        (tmp / CONFIG).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
         prov = provenance(config=to_dict(cfg), seed=seed, inputs=inputs)
         prov.update({"model": model, "dataset": str(data.resolve()),
                      "dataset_stats": {k: ds.stats.get(k) for k in ("users", "items", "interactions")},
                      "split": {"protocol": "leave_one_out", "max_history": cfg.max_len}, **extra})
-        write_json(tmp / "provenance.json", prov)
+        write_json(tmp / PROVENANCE, prov)
     return record
 
 

@@ -14,13 +14,13 @@ during training.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from genrec.data.dataset import Dataset
-from genrec.errors import DataError
+from genrec.errors import ConfigError, DataError
 
 
 @dataclass
@@ -82,3 +82,18 @@ def pad_left(seqs: list[np.ndarray], max_len: int, pad: int = -1) -> np.ndarray:
         if len(s):
             out[i, max_len - len(s):] = s
     return out
+
+
+def subset(data: EvalSet, indices: Sequence[int] | np.ndarray) -> EvalSet:
+    """The rows ``indices`` of an evaluation set (same order)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    return EvalSet(data.users[idx], [data.histories[i] for i in idx], data.targets[idx])
+
+
+def sample_users(n: int, max_users: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``max_users`` of ``n`` users (all when ``None``)."""
+    if max_users is None or max_users >= n:
+        return np.arange(n, dtype=np.int64)
+    if max_users < 1:
+        raise ConfigError(f"max_users must be >= 1, got {max_users}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_users, replace=False)).astype(np.int64)

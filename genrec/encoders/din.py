@@ -29,7 +29,6 @@ history positions are ever computed, so padding cannot leak into scores or Dice 
 from __future__ import annotations
 
 import contextlib
-import copy
 import ctypes
 import itertools
 import json
@@ -46,9 +45,11 @@ from tqdm.auto import tqdm
 
 from genrec.config import to_dict
 from genrec.data.split import EvalSet, Split
+from genrec.encoders.fit import fit
 from genrec.errors import ConfigError, DataError
 from genrec.io import atomic_dir, provenance, write_json
 from genrec.metrics import evaluate_scores
+from genrec.threads import torch_threads
 
 # Rows (history position x candidate item) per chunk of full-catalog scoring; bounds memory
 # at roughly ROW_BUDGET * attention_hidden[0] * 4 bytes * a few activations.
@@ -305,19 +306,17 @@ def train_din(split: Split, cfg: DINConfig, progress: bool = True, log_path: Pat
     if 0 < cfg.eval_users < len(valid):
         idx = np.sort(np.random.default_rng(cfg.seed).choice(len(valid), cfg.eval_users, replace=False))
         valid = EvalSet(valid.users[idx], [valid.histories[i] for i in idx], valid.targets[idx])
-    prev_threads, prev_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    prev_det = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(torch_threads(cfg.num_threads))
             log = stack.enter_context(open(log_path, "w", encoding="utf-8")) if log_path else None
             stack.enter_context(torch.random.fork_rng(devices=[]))
             stack.enter_context(reuse_freed_memory())
             torch.manual_seed(cfg.seed)
             return _fit(split, cfg, hists_t, targets_t, valid, progress, log)
     finally:
-        torch.set_num_threads(prev_threads)
         torch.use_deterministic_algorithms(prev_det)
 
 
@@ -328,9 +327,8 @@ def _fit(split: Split, cfg: DINConfig, hists: torch.Tensor, targets: torch.Tenso
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict[str, Any]] = []
-    best, best_state, best_epoch, bad = -1.0, None, 0, 0
-    for epoch in range(1, cfg.epochs + 1):
+
+    def run_epoch(epoch: int) -> dict[str, Any]:
         model.train()
         start, total, count = time.perf_counter(), 0.0, 0
         order = torch.from_numpy(rng.permutation(len(targets)))
@@ -349,31 +347,24 @@ def _fit(split: Split, cfg: DINConfig, hists: torch.Tensor, targets: torch.Tenso
             opt.step()
             total, count = total + loss.item() * len(idx), count + len(idx)
             bar.set_postfix(loss=f"{total / count:.4f}")
-        rec: dict[str, Any] = {"epoch": epoch, "loss": total / count, "train_seconds": time.perf_counter() - start}
-        if cfg.eval_every and epoch % cfg.eval_every == 0:
-            t0 = time.perf_counter()
-            rec["valid"] = evaluate_din(model, valid, cfg.max_history, progress, desc=f"DIN valid {epoch}")
-            rec["eval_seconds"] = time.perf_counter() - t0
-            if rec["valid"]["ndcg@10"] > best:
-                best, best_epoch, bad = rec["valid"]["ndcg@10"], epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad += 1
-        history.append(rec)
-        if log:
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-        if cfg.eval_every and bad >= cfg.patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        metrics = next(r["valid"] for r in history if r["epoch"] == best_epoch)
+        return {"loss": total / count, "train_seconds": time.perf_counter() - start}
+
+    def validate(epoch: int, record: dict[str, Any]) -> dict[str, float]:
+        t0 = time.perf_counter()
+        record["valid"] = evaluate_din(model, valid, cfg.max_history, progress, desc=f"DIN valid {epoch}")
+        record["eval_seconds"] = time.perf_counter() - t0
+        return record["valid"]
+
+    fitted = fit(model, cfg.epochs, run_epoch, validate, patience=cfg.patience, log=log,
+                 due=lambda epoch: bool(cfg.eval_every) and epoch % cfg.eval_every == 0)
+    if fitted.best_epoch:
+        best_epoch, metrics = fitted.best_epoch, fitted.best_metrics
     else:
-        best_epoch = history[-1]["epoch"]
+        best_epoch = fitted.history[-1]["epoch"]
         metrics = evaluate_din(model, valid, cfg.max_history, progress, desc="DIN valid")
     model.eval()
     emb = model.emb.weight.detach()[1:].numpy().astype(np.float32, copy=True)
-    return DINResult(item_embeddings=emb, valid_metrics=metrics, history=history, model=model,
+    return DINResult(item_embeddings=emb, valid_metrics=metrics, history=fitted.history, model=model,
                      best_epoch=best_epoch)
 
 

@@ -27,7 +27,7 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from genrec.errors import ConfigError, DataError
 from genrec.hub import ModelSource, as_dtype, load_causal_lm, load_encoder, resolve_model
 from genrec.io import write_json
 from genrec.registry import cache_dir as genrec_cache_dir
+from genrec.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ def encode_texts(encoder: TextEncoder, texts: list[str], cfg: TextEncoderConfig,
     order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
     out: np.ndarray | None = None
     done: list[int] = []
-    with _threads(cfg.num_threads), tqdm(total=len(texts), desc="embedding texts", unit="text",
+    with torch_threads(cfg.num_threads), tqdm(total=len(texts), desc="embedding texts", unit="text",
                                          disable=not progress) as bar:
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
@@ -286,20 +287,6 @@ def encode_texts(encoder: TextEncoder, texts: list[str], cfg: TextEncoderConfig,
                 done = []
     assert out is not None
     return out
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
 
 
 class EmbeddingCache:

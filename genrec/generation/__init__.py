@@ -1,14 +1,12 @@
-"""Constrained decoding of item indices: tensor trie, beam search, per-request filters."""
+"""Constrained decoding of item indices: tensor trie, beam search, per-request filters.
 
-from genrec.generation.beam import beam_search, constrained_beam_search
+HF ``generate`` reference adapters (for tests and benchmarks) live in
+:mod:`genrec.generation.hf_reference`, outside this package's exports.
+"""
+
+from genrec.generation.beam import SearchOutput, search
 from genrec.generation.filters import AttributeTable, ItemFilter, item_mask, node_masks
-from genrec.generation.trie import (
-                                    ItemTrie,
-                                    PrefixTable,
-                                    TrieLogitsProcessor,
-                                    item_token_ids,
-                                    prefix_allowed_tokens_fn,
-)
+from genrec.generation.trie import ItemTrie, item_token_ids
 
-__all__ = ["AttributeTable", "ItemFilter", "ItemTrie", "PrefixTable", "TrieLogitsProcessor", "beam_search",
-           "constrained_beam_search", "item_mask", "item_token_ids", "node_masks", "prefix_allowed_tokens_fn"]
+__all__ = ["AttributeTable", "ItemFilter", "ItemTrie", "SearchOutput", "item_mask", "item_token_ids", "node_masks",
+           "search"]

@@ -20,6 +20,7 @@ alone) and ``early_stopping="never"``, HF returns the same top-K items with the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -192,43 +193,72 @@ def _search(model: Any, prompts: Sequence[Sequence[int]], num_beams: int, k: int
     return fin_s, fin_i, fin_q
 
 
-def _prepare(model: Any, num_beams: int, k: int) -> bool:
+@dataclass
+class SearchOutput:
+    """The top-``k`` finished hypotheses per prompt, best first.
+
+    ``scores [B, k]`` ``log P(tokens, EOS | prompt)`` (``-inf`` where fewer were found);
+    ``items [B, k]`` the trie leaf's item index (``-1`` when unconstrained or not found);
+    ``seqs [B, k, steps]`` the generated tokens, EOS included (``-1`` padded).
+    """
+
+    scores: torch.Tensor
+    items: torch.Tensor
+    seqs: torch.Tensor
+
+
+def search(model: Any, prompt_ids: Sequence[Sequence[int]], num_beams: int, k: int, *,
+           trie: ItemTrie | None = None, eos_id: int | None = None, max_new_tokens: int | None = None,
+           filters: FilterLike | Sequence[FilterLike] = None, attributes: AttributeTable | None = None,
+           use_cache: bool = True) -> SearchOutput:
+    """Beam search over ``trie`` (or over the whole vocabulary when ``trie`` is ``None``).
+
+    ``prompt_ids``: one token list per prompt (any lengths; batched with left padding).
+    ``filters``: one filter for all prompts or one per prompt (:mod:`genrec.generation.filters`,
+    constrained search only); ``attributes`` resolves their ``where`` conditions.
+    ``max_new_tokens`` caps the steps (default: the trie depth, EOS included; required without a
+    trie). ``eos_id`` defaults to the trie's. ``use_cache=False`` recomputes every step from
+    scratch (a reference). Works for plain HF and PEFT causal LMs on any device; the model runs
+    in eval mode and gets its previous mode back.
+    """
+    if not prompt_ids:
+        empty = torch.zeros((0, k), dtype=torch.long)
+        return SearchOutput(empty.float(), empty, torch.zeros((0, k, 0), dtype=torch.long))
     if num_beams < 1 or k < 1:
         raise ConfigError(f"num_beams and k must be >= 1, got num_beams={num_beams}, k={k}")
     if k > num_beams:
         raise ConfigError(f"k={k} exceeds num_beams={num_beams}: beam search finds at most num_beams items; "
                           f"raise num_beams to at least {k}")
+    if trie is None and (eos_id is None or max_new_tokens is None):
+        raise ConfigError("an unconstrained search needs eos_id and max_new_tokens")
     was_training = bool(getattr(model, "training", False))
     model.eval()
-    return was_training
+    try:
+        with torch.inference_mode():
+            masks = rows = None
+            if trie is not None:
+                trie = trie.to(_device(model))
+                masks, rows = node_masks(trie, filters, len(prompt_ids), attributes)
+                steps = trie.depth if max_new_tokens is None else min(trie.depth, max_new_tokens)
+                eos_id = trie.eos_id if eos_id is None else eos_id
+            else:
+                steps = int(max_new_tokens)  # type: ignore[arg-type]
+            scores, items, seqs = _search(model, prompt_ids, num_beams, k, steps, int(eos_id), trie, masks, rows,
+                                          use_cache)
+    finally:
+        model.train(was_training)
+    return SearchOutput(scores, items, seqs)
 
 
 def constrained_beam_search(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, num_beams: int = 20,
                             k: int = 10, filters: FilterLike | Sequence[FilterLike] = None,
                             max_new_tokens: int | None = None, *, attributes: AttributeTable | None = None,
                             use_cache: bool = True) -> list[list[tuple[int, float]]]:
-    """Top-``k`` distinct valid items per prompt as ``[(item_index, log_prob), ...]``, best first.
-
-    ``prompt_ids``: one token list per prompt (any lengths; batched with left padding).
-    ``filters``: one filter for all prompts or one per prompt (:mod:`genrec.generation.filters`);
-    ``attributes`` resolves their ``where`` conditions. Fewer than ``k`` results come back when
-    fewer items are allowed. ``max_new_tokens`` caps the steps (default: the trie depth, EOS
-    included). ``use_cache=False`` recomputes every step from scratch (a reference).
-    Works for plain HF and PEFT causal LMs on any device; the model runs in eval mode.
-    """
-    if not prompt_ids:
-        return []
-    was_training = _prepare(model, num_beams, k)
-    try:
-        with torch.inference_mode():
-            trie = trie.to(_device(model))
-            masks, mask_row = node_masks(trie, filters, len(prompt_ids), attributes)
-            steps = trie.depth if max_new_tokens is None else min(trie.depth, max_new_tokens)
-            fin_s, fin_i, _ = _search(model, prompt_ids, num_beams, k, steps, trie.eos_id, trie, masks, mask_row,
-                                      use_cache)
-    finally:
-        model.train(was_training)
-    s, i = fin_s.tolist(), fin_i.tolist()
+    """Top-``k`` distinct valid items per prompt as ``[(item_index, log_prob), ...]``, best first
+    (:func:`search` over ``trie``). Fewer than ``k`` results come back when fewer items are allowed."""
+    out = search(model, prompt_ids, num_beams, k, trie=trie, max_new_tokens=max_new_tokens, filters=filters,
+                 attributes=attributes, use_cache=use_cache)
+    s, i = out.scores.tolist(), out.items.tolist()
     return [[(int(it), float(sc)) for it, sc in zip(ib, sb) if it >= 0 and sc > NEG_INF] for ib, sb in zip(i, s)]
 
 
@@ -236,16 +266,7 @@ def beam_search(model: Any, prompt_ids: Sequence[Sequence[int]], eos_id: int, ma
                 num_beams: int = 20, k: int = 10, use_cache: bool = True) -> list[list[tuple[list[int], float]]]:
     """The same loop without any constraint: top-``k`` EOS-terminated token sequences per
     prompt as ``[(tokens, log_prob), ...]`` (for measuring what the trie costs)."""
-    if not prompt_ids:
-        return []
-    was_training = _prepare(model, num_beams, k)
-    try:
-        with torch.inference_mode():
-            fin_s, _, fin_q = _search(model, prompt_ids, num_beams, k, max_new_tokens, eos_id, None, None, None,
-                                      use_cache)
-    finally:
-        model.train(was_training)
-    out = []
-    for sb, qb in zip(fin_s.tolist(), fin_q.tolist()):
-        out.append([([t for t in q if t >= 0], float(sc)) for sc, q in zip(sb, qb) if sc > NEG_INF])
-    return out
+    out = search(model, prompt_ids, num_beams, k, eos_id=eos_id, max_new_tokens=max_new_tokens,
+                 use_cache=use_cache)
+    return [[([t for t in q if t >= 0], float(sc)) for sc, q in zip(sb, qb) if sc > NEG_INF]
+            for sb, qb in zip(out.scores.tolist(), out.seqs.tolist())]

@@ -30,35 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from tqdm.auto import tqdm
 
 from genrec import run_dir as layout
 from genrec.data.dataset import Dataset
-from genrec.data.split import EvalSet, leave_one_out
+from genrec.data.split import EvalSet, leave_one_out, sample_users, subset
 from genrec.errors import ConfigError, DataError
 from genrec.io import atomic_dir, checksums, provenance, read_json, sha256_file, write_json
-from genrec.metrics import DEFAULT_KS, METRIC_KEYS, evaluate_scores, ranking_metrics
+from genrec.metrics import DEFAULT_KS, METRIC_KEYS, ranking_metrics
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("valid", "test")
 DATASET_FILES = ("items.jsonl", "sequences.jsonl", "stats.json", "manifest.json")
-
-
-def subset(data: EvalSet, indices: Sequence[int] | np.ndarray) -> EvalSet:
-    """The rows ``indices`` of an evaluation set (same order)."""
-    idx = np.asarray(indices, dtype=np.int64)
-    return EvalSet(data.users[idx], [data.histories[i] for i in idx], data.targets[idx])
-
-
-def sample_users(n: int, max_users: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded random subset of ``max_users`` of ``n`` users (all when ``None``)."""
-    if max_users is None or max_users >= n:
-        return np.arange(n, dtype=np.int64)
-    if max_users < 1:
-        raise ConfigError(f"max_users must be >= 1, got {max_users}")
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_users, replace=False)).astype(np.int64)
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test", num_beams: int = 20,
@@ -140,42 +124,11 @@ def _exclude(history: np.ndarray) -> Any:
 # ------------------------------------------------------------------------------------- baselines
 def baseline_metrics(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",
                      user_indices: Sequence[int] | None = None, progress: bool = False) -> dict[str, float]:
-    """Metrics of a ``genrec baseline`` output directory on ``split``, on the given users only.
+    """Metrics of a ``genrec baseline`` output on ``split``, on the given users only
+    (:func:`genrec.baselines.artifact.rescore`; ``user_indices=None`` reads ``metrics.json``)."""
+    from genrec.baselines.artifact import rescore
 
-    Re-scores the saved baseline (popularity counts are refit from the training prefixes as the
-    baseline did; SASRec's ``model.pt`` is loaded) with the baseline's own settings, so on all
-    users the result equals its ``metrics.json``. ``user_indices=None`` reads ``metrics.json``.
-    """
-    bdir = Path(baseline_dir)
-    if user_indices is None:
-        return {k: float(v) for k, v in read_json(bdir / "metrics.json")[split].items()}
-    prov = read_json(bdir / "provenance.json") if (bdir / "provenance.json").is_file() else {}
-    model = prov.get("model")
-    ds = Dataset.load(data_dir)
-    if model == "pop":
-        import torch
-
-        from genrec.baselines.popularity import PopularityConfig, item_counts
-        from genrec.config import from_dict
-
-        cfg = from_dict(PopularityConfig, yaml.safe_load((bdir / "config.yaml").read_text(encoding="utf-8")))
-        sp = leave_one_out(ds, cfg.max_len)
-        counts = item_counts(sp.train, sp.num_items)
-        if split == "test" and cfg.test_counts == "train+valid":
-            counts = counts + np.bincount(sp.valid.targets, minlength=sp.num_items)
-        scores = torch.as_tensor(counts, dtype=torch.float32)
-        return evaluate_scores(lambda h: scores.expand(len(h), -1), subset(getattr(sp, split), user_indices),
-                               cfg.max_len, batch_size=cfg.eval_batch_size, exclude_history=cfg.exclude_history,
-                               desc=f"pop {split}", progress=progress)
-    if model == "sasrec":
-        from genrec.baselines.sasrec import evaluate_sasrec, load_sasrec
-
-        net, cfg = load_sasrec(bdir / "model.pt")
-        sp = leave_one_out(ds, cfg.max_len)
-        return evaluate_sasrec(net, subset(getattr(sp, split), user_indices), cfg, desc=f"sasrec {split}",
-                               progress=progress)
-    raise DataError(f"{bdir} is not a `genrec baseline` output (provenance.json names model {model!r}, expected "
-                    "pop or sasrec); re-evaluating it on a user subset needs its saved model")
+    return rescore(baseline_dir, data_dir, split, user_indices, progress)
 
 
 def comparison_table(rows: dict[str, dict[str, float]]) -> str:
@@ -256,7 +209,7 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
 
 def main(args: argparse.Namespace) -> int:
     """``genrec evaluate``."""
-    from genrec.inference.recommender import set_threads
+    from genrec.threads import set_threads
 
     set_threads(args.threads)
     out = Path(args.out)

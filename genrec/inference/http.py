@@ -279,7 +279,8 @@ def main(args: argparse.Namespace) -> int:
     """``genrec serve``."""
     import uvicorn
 
-    from genrec.inference.recommender import GenRecommender, set_threads
+    from genrec.inference.recommender import GenRecommender
+    from genrec.threads import set_threads
 
     set_threads(args.threads)
     rec = GenRecommender.from_pretrained(args.model, device=args.device, data_dir=args.data,

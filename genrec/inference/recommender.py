@@ -59,7 +59,7 @@ import torch
 from genrec import run_dir as layout
 from genrec.data.dataset import Dataset, Item
 from genrec.errors import ConfigError, DataError, RequestError
-from genrec.generation import AttributeTable, ItemFilter, ItemTrie, item_token_ids, node_masks
+from genrec.generation import AttributeTable, ItemFilter, ItemTrie, item_token_ids, search
 from genrec.tasks.collate import SUMMARY_TOKEN, prompt_ids
 from genrec.tasks.prompts import TITLE_CHARS, index_string, render_history, serving_template
 
@@ -332,20 +332,12 @@ class GenRecommender:
         them decode (token by token) to no catalog item or to another item than the trie leaf
         (invalid ones are dropped from the results).
         """
-        from genrec.generation.beam import _prepare, _search
-
         if not prompts:
             return [], {"generated": 0, "invalid": 0}
         with self._lock:
-            was_training = _prepare(self.model, num_beams, k)
-            try:
-                with torch.inference_mode():
-                    trie = self.trie.to(next(self.model.parameters()).device)
-                    masks, rows = node_masks(trie, list(filters), len(prompts), self.attributes)
-                    scores, items, seqs = _search(self.model, prompts, num_beams, k, trie.depth, trie.eos_id, trie,
-                                                  masks, rows, True)
-            finally:
-                self.model.train(was_training)
+            out = search(self.model, prompts, num_beams, k, trie=self.trie, filters=list(filters),
+                         attributes=self.attributes)
+        scores, items, seqs = out.scores, out.items, out.seqs
         eos = self.trie.eos_id
         results, generated, invalid = [], 0, 0
         for sb, ib, qb in zip(scores.tolist(), items.tolist(), seqs.tolist()):
@@ -365,13 +357,7 @@ class GenRecommender:
 
 
 # --------------------------------------------------------------------------------------- CLI
-def set_threads(n: int) -> None:
-    """``torch.set_num_threads(n)`` when ``n > 0`` (CLI ``--threads``)."""
-    if n and n > 0:
-        torch.set_num_threads(n)
-
-
-def format_table(recs: Sequence[Recommendation]) -> str:
+def recommendation_table(recs: Sequence[Recommendation]) -> str:
     """Fixed-width table: rank, score, item id, title."""
     if not recs:
         return "(no item satisfies the request's filters)"
@@ -399,5 +385,5 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in recs], ensure_ascii=False, indent=2))
     else:
-        print(format_table(recs))
+        print(recommendation_table(recs))
     return 0

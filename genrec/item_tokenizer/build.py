@@ -32,7 +32,7 @@ from genrec.item_tokenizer.artifact import (
 from genrec.item_tokenizer.codebook import Codebook
 from genrec.item_tokenizer.config import TokenizerConfig
 from genrec.item_tokenizer.preprocess import Preprocess, mean_pair_cosine
-from genrec.item_tokenizer.stats import format_table, summary_stats
+from genrec.item_tokenizer.stats import level_table, summary_stats
 from genrec.item_tokenizer.tree import fit_tree, resolve_branching
 from genrec.item_tokenizer.vocab import index_string
 
@@ -100,7 +100,7 @@ def stream_embeddings(stream: str, cfg: TokenizerConfig, ds: Dataset | None, n: 
         res = train_din(split, cfg.behavior.din, progress=cfg.progress, log_path=log_dir / "din_log.jsonl")
         enc_cfg = cfg.behavior.din
     else:
-        from genrec.baselines.sasrec import train_sasrec
+        from genrec.encoders.sasrec import train_sasrec
 
         res = train_sasrec(split, cfg.behavior.sasrec, progress=cfg.progress, log_path=log_dir / "sasrec_log.jsonl")
         enc_cfg = cfg.behavior.sasrec
@@ -215,7 +215,7 @@ def describe(tok: Any) -> str:
          f"{s['index_length']['min']}-{s['index_length']['max']}"),
         (f"collision rate before disambiguation {s['collision_rate']:.4f}  "
          f"({s['disambiguated_items']:,} items got a <d_n> token)  unique rate {s['unique_rate']:.4f}"),
-        format_table(rows),
+        level_table(rows),
     ])
 
 

@@ -84,7 +84,7 @@ class BehaviorConfig:
     encoder: str = "din"  # din | sasrec | precomputed
     embeddings: str | None = None  # .npy [num_items, D], rows in items.jsonl order (encoder: precomputed)
     din: Any = None  # genrec.encoders.din.DINConfig fields (dim, epochs, num_negatives, ...)
-    sasrec: Any = None  # genrec.baselines.sasrec.SASRecConfig fields (hidden, epochs, ...)
+    sasrec: Any = None  # genrec.encoders.sasrec.SASRecConfig fields (hidden, epochs, ...)
     kmeans: KMeansConfig = field(default_factory=KMeansConfig)
 
     def __post_init__(self) -> None:
@@ -141,7 +141,7 @@ class TokenizerConfig:
                 raise ValueError(f"behavior.din.max_history ({beh.din.max_history}) exceeds max_history "
                                  f"({self.max_history})")
         if ("behavior" in self.order and beh.encoder == "sasrec") or beh.sasrec is not None:
-            beh.sasrec = _sub_config(("genrec.encoders.sasrec", "genrec.baselines.sasrec"), "SASRecConfig",
+            beh.sasrec = _sub_config("genrec.encoders.sasrec", "SASRecConfig",
                                      beh.sasrec, "behavior.sasrec", {"seed": self.seed, "max_len": self.max_history})
             if beh.sasrec.max_len != self.max_history:
                 raise ValueError(f"behavior.sasrec.max_len ({beh.sasrec.max_len}) must equal max_history "

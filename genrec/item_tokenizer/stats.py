@@ -59,7 +59,7 @@ def level_stats(codes: np.ndarray, ks: Sequence[int]) -> list[dict[str, Any]]:
     return out
 
 
-def format_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> str:
+def level_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> str:
     """Plain-text table of :func:`level_stats` results, one line per (name, level)."""
     head = (f"{'codes':<28}{'lvl':>4}{'K':>6}{'used':>7}{'clusters':>10}{'largest':>9}"
             f"{'H(prefix)':>11}{'H(code)':>9}{'collision':>11}")

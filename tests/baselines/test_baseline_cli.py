@@ -10,9 +10,10 @@ import yaml
 
 from genrec import cli
 from genrec.baselines import run as baseline_run
+from genrec.baselines.artifact import load_sasrec
 from genrec.baselines.popularity import PopularityConfig
-from genrec.baselines.sasrec import SASRecConfig, load_sasrec
 from genrec.config import load_config
+from genrec.encoders.sasrec import SASRecConfig
 from genrec.metrics import METRIC_KEYS
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"

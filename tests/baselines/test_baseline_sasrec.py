@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from genrec.baselines.artifact import load_sasrec, save_checkpoint
 from genrec.baselines.popularity import PopularityConfig, evaluate_popularity
-from genrec.baselines.sasrec import SASRecConfig, load_sasrec, save_checkpoint, train_sasrec, training_rows
 from genrec.config import load_config
 from genrec.data.split import Split, leave_one_out, pad_left
-from genrec.encoders.sasrec import SASRec
+from genrec.encoders.sasrec import SASRec, SASRecConfig, train_sasrec, training_rows
 from genrec.errors import ConfigError
 
 FAST = {"hidden": 32, "dropout": 0.1, "lr": 5e-3, "batch_size": 64, "epochs": 40, "patience": 3, "num_threads": 1}

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from genrec.generation import ItemTrie, PrefixTable
+from genrec.generation import ItemTrie
+from genrec.generation.hf_reference import PrefixTable
 from genrec.hub import load_causal_lm
 from genrec.testing import make_tiny_llm
 from genrec.training.model import add_item_tokens
@@ -61,7 +62,7 @@ def build_catalog(root) -> Catalog:
 
 def hf_top(cat: Catalog, prompt: list[int], num_beams: int, fn=None, processor=None) -> list[tuple[int, float]]:
     """HF ``generate`` beam search under the equivalent settings, mapped back to items."""
-    from genrec.generation import prefix_allowed_tokens_fn
+    from genrec.generation.hf_reference import prefix_allowed_tokens_fn
 
     x = torch.tensor([prompt])
     kwargs = {"logits_processor": [processor]} if processor is not None else {

@@ -8,7 +8,8 @@ import torch
 from gen_helpers import exact_log_prob, hf_top
 
 from genrec.errors import ConfigError
-from genrec.generation import ItemTrie, beam_search, constrained_beam_search
+from genrec.generation import ItemTrie
+from genrec.generation.beam import beam_search, constrained_beam_search
 
 
 def items(res):

@@ -9,15 +9,9 @@ from gen_helpers import hf_top
 
 from genrec.data.dataset import Item
 from genrec.errors import ConfigError
-from genrec.generation import (
-    AttributeTable,
-    ItemFilter,
-    ItemTrie,
-    TrieLogitsProcessor,
-    constrained_beam_search,
-    item_mask,
-    node_masks,
-)
+from genrec.generation import AttributeTable, ItemFilter, ItemTrie, item_mask, node_masks
+from genrec.generation.beam import constrained_beam_search
+from genrec.generation.hf_reference import TrieLogitsProcessor
 
 
 def items(res):

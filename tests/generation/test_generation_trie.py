@@ -10,7 +10,8 @@ import torch
 from gen_helpers import hf_top
 
 from genrec.errors import DataError
-from genrec.generation import ItemTrie, PrefixTable, TrieLogitsProcessor, prefix_allowed_tokens_fn
+from genrec.generation import ItemTrie
+from genrec.generation.hf_reference import PrefixTable, TrieLogitsProcessor, prefix_allowed_tokens_fn
 
 EOS, V = 1, 60
 

@@ -1,24 +1,17 @@
 """One tiny trained run (and its loaded recommender) shared by the recommend / evaluate / serve tests."""
 
-import contextlib
 from pathlib import Path
 
 import pytest
-import torch
 
 from genrec.testing import make_tiny_run
+from genrec.threads import torch_threads
 
 
-@contextlib.contextmanager
 def one_torch_thread():
     # A tiny model gains nothing from intra-op threads, and on a busy 2-core machine OpenMP
     # spinning makes each decoding step ~100x slower (2 s vs 20 ms per request).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -29,11 +29,10 @@ def test_children_and_level_stats(code_levels):
 def test_levels_on_a_trained_run_and_sasrec(code_levels, tiny_run, tmp_path):
     import torch
 
-    from genrec.baselines.sasrec import load_sasrec
+    from genrec.baselines.artifact import load_sasrec
     from genrec.cli import main as cli
     from genrec.data.dataset import Dataset
-    from genrec.data.split import leave_one_out
-    from genrec.inference.evaluate import sample_users, subset
+    from genrec.data.split import leave_one_out, sample_users, subset
 
     data, sas, out = tiny_run.parents[1] / "data", tmp_path / "sasrec", tmp_path / "levels.json"
     assert cli(["baseline", "--data", str(data), "--model", "sasrec", "--out", str(sas), "epochs=2", "hidden=16",

@@ -8,8 +8,8 @@ import pytest
 from genrec.baselines.run import run_baseline
 from genrec.cli import main as cli
 from genrec.data.dataset import Dataset
-from genrec.data.split import leave_one_out
-from genrec.inference.evaluate import baseline_metrics, evaluate_run, sample_users
+from genrec.data.split import leave_one_out, sample_users
+from genrec.inference.evaluate import baseline_metrics, evaluate_run
 from genrec.io import read_json
 from genrec.metrics import METRIC_KEYS, ranking_metrics
 

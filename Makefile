@@ -30,6 +30,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check genrec tests bench
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

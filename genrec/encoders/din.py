@@ -29,11 +29,9 @@ history positions are ever computed, so padding cannot leak into scores or Dice 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,46 +47,11 @@ from genrec.encoders.fit import fit
 from genrec.errors import ConfigError, DataError
 from genrec.io import atomic_dir, provenance, write_json
 from genrec.metrics import evaluate_scores
-from genrec.threads import torch_threads
+from genrec.runtime import reuse_freed_memory, torch_threads
 
 # Rows (history position x candidate item) per chunk of full-catalog scoring; bounds memory
 # at roughly ROW_BUDGET * attention_hidden[0] * 4 bytes * a few activations.
 ROW_BUDGET = 1 << 18
-
-
-_HEAP_DEPTH = 0
-
-
-@contextlib.contextmanager
-def reuse_freed_memory() -> Iterator[None]:
-    """Keep freed tensor memory in the process heap for the duration (glibc; a no-op elsewhere).
-
-    glibc hands every large tensor fresh ``mmap`` pages and unmaps them on free; DIN allocates
-    many ``[rows, hidden]`` temporaries per step, and re-faulting their pages cost more than the
-    arithmetic itself (one training step on Scientific: 4.3-5.7 s → 1.4-1.9 s, one thread).
-    Afterwards mmap use is restored with glibc's largest static threshold and the heap trimmed.
-    """
-    global _HEAP_DEPTH
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):
-        yield
-        return
-    m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4  # glibc's mallopt parameter ids
-    if _HEAP_DEPTH == 0:
-        mallopt(m_mmap_max, 0)
-        mallopt(m_trim_threshold, 2**31 - 1)
-    _HEAP_DEPTH += 1
-    try:
-        yield
-    finally:
-        _HEAP_DEPTH -= 1
-        if _HEAP_DEPTH == 0:
-            mallopt(m_mmap_max, 65536)
-            mallopt(m_mmap_threshold, 32 << 20)
-            mallopt(m_trim_threshold, 64 << 20)
-            malloc_trim(0)
 
 
 @dataclass

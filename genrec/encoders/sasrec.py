@@ -45,7 +45,7 @@ from genrec.data.split import EvalSet, Split, pad_left
 from genrec.encoders.fit import fit
 from genrec.errors import ConfigError
 from genrec.metrics import evaluate_scores
-from genrec.threads import resolve_threads, torch_threads
+from genrec.runtime import resolve_threads, torch_threads
 
 log = logging.getLogger(__name__)
 

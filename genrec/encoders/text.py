@@ -41,7 +41,7 @@ from genrec.errors import ConfigError, DataError
 from genrec.hub import ModelSource, as_dtype, load_causal_lm, load_encoder, resolve_model
 from genrec.io import write_json
 from genrec.registry import cache_dir as genrec_cache_dir
-from genrec.threads import torch_threads
+from genrec.runtime import torch_threads
 
 log = logging.getLogger(__name__)
 

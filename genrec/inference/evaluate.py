@@ -209,7 +209,7 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
 
 def main(args: argparse.Namespace) -> int:
     """``genrec evaluate``."""
-    from genrec.threads import set_threads
+    from genrec.runtime import set_threads
 
     set_threads(args.threads)
     out = Path(args.out)

@@ -280,7 +280,7 @@ def main(args: argparse.Namespace) -> int:
     import uvicorn
 
     from genrec.inference.recommender import GenRecommender
-    from genrec.threads import set_threads
+    from genrec.runtime import set_threads
 
     set_threads(args.threads)
     rec = GenRecommender.from_pretrained(args.model, device=args.device, data_dir=args.data,

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from genrec.runtime import torch_threads
 from genrec.testing import make_tiny_run
-from genrec.threads import torch_threads
 
 
 def one_torch_thread():

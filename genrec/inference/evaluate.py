@@ -36,7 +36,7 @@ from genrec import run_dir as layout
 from genrec.data.dataset import Dataset
 from genrec.data.split import EvalSet, leave_one_out, sample_users, subset
 from genrec.errors import ConfigError, DataError
-from genrec.io import atomic_dir, checksums, provenance, read_json, sha256_file, write_json
+from genrec.io import atomic_dir, checksums, provenance, sha256_file, write_json
 from genrec.metrics import DEFAULT_KS, METRIC_KEYS, ranking_metrics
 
 log = logging.getLogger(__name__)
@@ -144,13 +144,15 @@ def comparison_table(rows: dict[str, dict[str, float]]) -> str:
 
 def _baseline_rows(baselines: Sequence[str | Path], data_dir: Path, split: str, users: np.ndarray, n_all: int,
                    our_items_sha: str, progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
+    from genrec.baselines.artifact import METRICS, read_provenance
+
     rows, notes = {}, []
     for b in baselines:
         bdir = Path(b)
-        if not (bdir / "metrics.json").is_file():
+        if not (bdir / METRICS).is_file():
             raise DataError(f"--baselines {bdir}: no metrics.json there; give directories written by "
                             "`genrec baseline`")
-        prov = read_json(bdir / "provenance.json") if (bdir / "provenance.json").is_file() else {}
+        prov = read_provenance(bdir)
         name = f"{prov.get('model', 'baseline')} ({bdir.name})"
         shas = [v for p, v in (prov.get("inputs") or {}).items() if p.endswith("items.jsonl")]
         if shas and our_items_sha not in shas:

@@ -33,6 +33,7 @@ ITEM_TOKENIZER = "item_tokenizer"
 STAGING = ".staging"
 ADAPTER_CONFIG = "adapter_config.json"
 FULL_CONFIG = "config.json"
+FULL_WEIGHTS = "model.safetensors"
 # What identifies a run's model for provenance (checksummed by ``genrec evaluate``).
 IDENTITY_FILES = ("adapter_model.safetensors", ADAPTER_CONFIG, "model.safetensors", CONFIG, "tokenizer.json",
                   f"{ITEM_TOKENIZER}/item_codes.json")

@@ -13,6 +13,7 @@ imports it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,10 @@ def tiny_dataset(num_items: int = 24, num_users: int = 30):
                    stats={"users": num_users, "items": num_items, "interactions": 6 * num_users})
 
 
-def make_tiny_run(root: str | Path, name: str = "tiny", steps: int = 4, mode: str = "lora") -> Path:
-    """Build data, item tokenizer and a ``steps``-step training run under ``root``; return the run dir."""
+def make_tiny_run(root: str | Path, name: str = "tiny", steps: int = 4, mode: str = "lora",
+                  overrides: Sequence[str] = ()) -> Path:
+    """Build data, item tokenizer and a ``steps``-step training run under ``root`` (``overrides``:
+    more recipe ``KEY=VALUE`` settings); return the run dir."""
     from genrec.config import load_config
     from genrec.item_tokenizer.build import build_tokenizer
     from genrec.item_tokenizer.config import TokenizerConfig
@@ -95,7 +98,8 @@ def make_tiny_run(root: str | Path, name: str = "tiny", steps: int = 4, mode: st
             "tasks.mix={seqrec: 2.0, item2index: 1.0}", "tasks.max_eval_examples=4", "tasks.max_history=8",
             "losses.weights={contrastive_semantic: 0.1}", "losses.num_negatives=8",
             f"training.max_steps={steps}", "training.batch_size=8", f"training.eval_steps={steps}",
-            "training.logging_steps=1", "training.learning_rate=0.01", "training.early_stopping_patience=0"])
+            "training.logging_steps=1", "training.learning_rate=0.01", "training.early_stopping_patience=0",
+            *overrides])
         return run(cfg)
     finally:
         logging.getLogger("genrec").setLevel(quiet)

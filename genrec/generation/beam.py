@@ -72,11 +72,20 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.devic
 class _Stepper:
     """Runs the model: prefill, then one token per beam row (with or without a KV cache)."""
 
-    def __init__(self, model: Any, prompts: Sequence[Sequence[int]], use_cache: bool) -> None:
+    def __init__(self, model: Any, prompts: Sequence[Sequence[int]], use_cache: bool,
+                 prompt_embeds: Sequence[torch.Tensor] | None = None) -> None:
         self.model, self.use_cache = model, use_cache
         self.device = _device(model)
         pad = getattr(getattr(model, "config", None), "pad_token_id", None)
         self.ids, self.attn, self.lengths = _left_pad(prompts, pad if isinstance(pad, int) else 0, self.device)
+        self.extra = None  # [B, P, H] additive prompt embeddings, left-padded like the prompts
+        if prompt_embeds is not None:
+            if len(prompt_embeds) != len(prompts) or any(e.shape[0] != len(p) for e, p in zip(prompt_embeds, prompts)):
+                raise ConfigError("prompt_embeds must hold one [len(prompt), H] tensor per prompt")
+            width = self.ids.shape[1]
+            self.extra = torch.zeros((len(prompts), width, prompt_embeds[0].shape[1]), device=self.device)
+            for b, e in enumerate(prompt_embeds):
+                self.extra[b, width - e.shape[0]:] = e.to(self.device, torch.float32)
         self.cache = None
         self.row_prompt = torch.arange(len(prompts), device=self.device)
         self.history = torch.zeros((len(prompts), 0), dtype=torch.long, device=self.device)
@@ -84,7 +93,7 @@ class _Stepper:
     def prefill(self) -> torch.Tensor:
         """``[B, V]`` float32 log-probs of the first item token."""
         pos = (self.attn.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=self.ids, attention_mask=self.attn, position_ids=pos,
+        out = self.model(**self._feed(self.ids, self.row_prompt), attention_mask=self.attn, position_ids=pos,
                          use_cache=self.use_cache, logits_to_keep=1)
         self.cache = _out_cache(out) if self.use_cache else None
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
@@ -110,18 +119,29 @@ class _Stepper:
         else:
             ids = torch.cat([self.ids[self.row_prompt], self.history], dim=1)
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
-                             logits_to_keep=1)
+            out = self.model(**self._feed(ids, self.row_prompt), attention_mask=attn, position_ids=pos,
+                             use_cache=False, logits_to_keep=1)
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+    def _feed(self, ids: torch.Tensor, row_prompt: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model input for rows ``ids [R, L]`` whose first ``P`` columns are the prompts
+        ``row_prompt [R]``: token ids, or embeddings when prompt embeddings are added."""
+        if self.extra is None:
+            return {"input_ids": ids}
+        embeds = self.model.get_input_embeddings()(ids)
+        width = self.extra.shape[1]
+        embeds[:, :width] += self.extra[row_prompt].to(embeds.dtype)
+        return {"inputs_embeds": embeds}
 
 
 def _search(model: Any, prompts: Sequence[Sequence[int]], num_beams: int, k: int, steps: int, eos_id: int,
             trie: ItemTrie | None, masks: torch.Tensor | None, mask_row: torch.Tensor | None,
-            use_cache: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            use_cache: bool, prompt_embeds: Sequence[torch.Tensor] | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The beam loop. Returns the top-k finished hypotheses per prompt:
     ``scores [B, k]`` (``-inf`` where fewer were found), ``items [B, k]`` (leaf item, ``-1``
     unconstrained) and ``seqs [B, k, steps]`` generated tokens (``-1`` padded)."""
-    stepper = _Stepper(model, prompts, use_cache)
+    stepper = _Stepper(model, prompts, use_cache, prompt_embeds)
     dev, batch = stepper.device, len(prompts)
     logp = stepper.prefill()
     vocab = logp.shape[-1]
@@ -210,7 +230,7 @@ class SearchOutput:
 def search(model: Any, prompt_ids: Sequence[Sequence[int]], num_beams: int, k: int, *,
            trie: ItemTrie | None = None, eos_id: int | None = None, max_new_tokens: int | None = None,
            filters: FilterLike | Sequence[FilterLike] = None, attributes: AttributeTable | None = None,
-           use_cache: bool = True) -> SearchOutput:
+           use_cache: bool = True, prompt_embeds: Sequence[torch.Tensor] | None = None) -> SearchOutput:
     """Beam search over ``trie`` (or over the whole vocabulary when ``trie`` is ``None``).
 
     ``prompt_ids``: one token list per prompt (any lengths; batched with left padding).
@@ -218,8 +238,10 @@ def search(model: Any, prompt_ids: Sequence[Sequence[int]], num_beams: int, k: i
     constrained search only); ``attributes`` resolves their ``where`` conditions.
     ``max_new_tokens`` caps the steps (default: the trie depth, EOS included; required without a
     trie). ``eos_id`` defaults to the trie's. ``use_cache=False`` recomputes every step from
-    scratch (a reference). Works for plain HF and PEFT causal LMs on any device; the model runs
-    in eval mode and gets its previous mode back.
+    scratch (a reference). ``prompt_embeds``: one ``[len(prompt), H]`` tensor per prompt added to
+    its input embeddings (the history-item vectors of :mod:`genrec.encoders.item_adapter`). Works
+    for plain HF and PEFT causal LMs on any device; the model runs in eval mode and gets its
+    previous mode back.
     """
     if not prompt_ids:
         empty = torch.zeros((0, k), dtype=torch.long)
@@ -244,7 +266,7 @@ def search(model: Any, prompt_ids: Sequence[Sequence[int]], num_beams: int, k: i
             else:
                 steps = int(max_new_tokens)  # type: ignore[arg-type]
             scores, items, seqs = _search(model, prompt_ids, num_beams, k, steps, int(eos_id), trie, masks, rows,
-                                          use_cache)
+                                          use_cache, prompt_embeds)
     finally:
         model.train(was_training)
     return SearchOutput(scores, items, seqs)
@@ -253,11 +275,12 @@ def search(model: Any, prompt_ids: Sequence[Sequence[int]], num_beams: int, k: i
 def constrained_beam_search(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, num_beams: int = 20,
                             k: int = 10, filters: FilterLike | Sequence[FilterLike] = None,
                             max_new_tokens: int | None = None, *, attributes: AttributeTable | None = None,
-                            use_cache: bool = True) -> list[list[tuple[int, float]]]:
+                            use_cache: bool = True, prompt_embeds: Sequence[torch.Tensor] | None = None
+                            ) -> list[list[tuple[int, float]]]:
     """Top-``k`` distinct valid items per prompt as ``[(item_index, log_prob), ...]``, best first
     (:func:`search` over ``trie``). Fewer than ``k`` results come back when fewer items are allowed."""
     out = search(model, prompt_ids, num_beams, k, trie=trie, max_new_tokens=max_new_tokens, filters=filters,
-                 attributes=attributes, use_cache=use_cache)
+                 attributes=attributes, use_cache=use_cache, prompt_embeds=prompt_embeds)
     s, i = out.scores.tolist(), out.items.tolist()
     return [[(int(it), float(sc)) for it, sc in zip(ib, sb) if it >= 0 and sc > NEG_INF] for ib, sb in zip(i, s)]
 

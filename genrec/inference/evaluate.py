@@ -87,9 +87,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     bar = tqdm(total=len(data), desc=f"evaluate {split}", disable=not progress, unit="user")
     for lo in range(0, len(data), batch_size):
         hist = data.histories[lo:lo + batch_size]
-        prompts = [rec.prompt_for(h) for h in hist]
+        rendered = [rec.render(h) for h in hist]
+        prompts, items = [r[0] for r in rendered], [r[1] for r in rendered]
         filters = [_exclude(h) for h in hist] if exclude_history else [None] * len(hist)
-        results, counts = rec.search(prompts, filters, k, max(num_beams, k))
+        results, counts = rec.search(prompts, filters, k, max(num_beams, k), items)
         generated += counts["generated"]
         invalid += counts["invalid"]
         for j, row in enumerate(results):

@@ -58,9 +58,10 @@ import torch
 
 from genrec import run_dir as layout
 from genrec.data.dataset import Dataset, Item
+from genrec.encoders.item_adapter import find_item_adapter, prompt_extras
 from genrec.errors import ConfigError, DataError, RequestError
 from genrec.generation import AttributeTable, ItemFilter, ItemTrie, item_token_ids, search
-from genrec.tasks.collate import SUMMARY_TOKEN, prompt_ids
+from genrec.tasks.collate import SUMMARY_TOKEN, history_prompt
 from genrec.tasks.prompts import TITLE_CHARS, index_string, render_history, serving_template
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class PreparedRequest:
     k: int
     num_beams: int
     history: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    items: tuple[list[int], list[int]] = ([], [])  # history items' positions and indices (item adapter)
 
 
 class GenRecommender:
@@ -114,7 +116,8 @@ class GenRecommender:
     def __init__(self, model: Any, tokenizer: Any, items: Sequence[Item], codes: Sequence[Sequence[str]], *,
                  max_history: int = 20, max_length: int = 512, use_chat_template: bool = True,
                  num_beams: int = DEFAULT_BEAMS, name: str = "", base_model: str = "",
-                 run_dir: str | Path | None = None, data_dir: str | Path | None = None) -> None:
+                 run_dir: str | Path | None = None, data_dir: str | Path | None = None,
+                 sequence_format: bool = False) -> None:
         if len(items) != len(codes):
             raise DataError(f"{len(items)} items but {len(codes)} code lists")
         self.model, self.tokenizer = model.eval(), tokenizer
@@ -131,6 +134,9 @@ class GenRecommender:
             raise DataError(f"the tokenizer has no {SUMMARY_TOKEN} token; load the tokenizer saved in the run "
                             "directory")
         seqs = item_token_ids(codes, tokenizer)
+        self.sequence_format = sequence_format  # trained on the sequence task: history items follow the prompt
+        self.item_ids = seqs  # index token ids per item
+        self.item_adapter = find_item_adapter(self.model)
         vocab = model.get_input_embeddings().weight.shape[0]
         self.trie = ItemTrie.from_sequences(seqs, tokenizer.eos_token_id, max(len(tokenizer), vocab))
         self._by_tokens = {tuple(s): i for i, s in enumerate(seqs)}
@@ -156,8 +162,9 @@ class GenRecommender:
         """
         from transformers import AutoTokenizer
 
+        from genrec.encoders.item_adapter import attach_item_adapter, item_table, load_item_adapter
         from genrec.hub import load_causal_lm
-        from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer
+        from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer, stream_tables
 
         run = layout.require_loadable(run_dir)
         cfg = layout.read_config(run)
@@ -177,8 +184,12 @@ class GenRecommender:
             tok.pad_token = tok.eos_token
         mode = mcfg.get("mode", "lora")
         base = str(mcfg.get("base", ""))
+        streams = list(mcfg.get("item_embeddings") or [])
+        table = item_table(stream_tables(itok, ds), streams) if streams else None
         if mode == "full":
             model, _ = load_causal_lm(str(run), dtype=dtype, device=str(device))
+            if table is not None:
+                load_item_adapter(model, table, run / layout.FULL_WEIGHTS)
         else:
             from peft import PeftModel
 
@@ -187,6 +198,8 @@ class GenRecommender:
             except ConfigError as e:
                 raise ConfigError(f"{e} (the base model of {run}, `model.base` in its config.yaml)") from None
             model.resize_token_embeddings(len(tok), mean_resizing=False)
+            if table is not None:  # its trained weights come with the adapter (modules_to_save)
+                attach_item_adapter(model, table)
             model = PeftModel.from_pretrained(model, str(run))
             if merge:
                 model = model.merge_and_unload()
@@ -196,7 +209,8 @@ class GenRecommender:
         return cls(model, tok, ds.items, codes, max_history=int(tcfg.get("max_history", 20)),
                    max_length=int(tcfg.get("max_length", 512)),
                    use_chat_template=bool(tcfg.get("use_chat_template", True)), num_beams=num_beams,
-                   name=run.name, base_model=base, run_dir=run, data_dir=data)
+                   name=run.name, base_model=base, run_dir=run, data_dir=data,
+                   sequence_format=bool((tcfg.get("mix") or {}).get("sequence")))
 
     # ----------------------------------------------------------------------------------- lookups
     @property
@@ -230,13 +244,20 @@ class GenRecommender:
     def prompt_text(self, history: Sequence[int], instruction: str | None = None) -> str:
         """The prompt text for a history of item indices (most recent last), rendered by the
         function that renders the training prompts (:func:`genrec.tasks.prompts.render_history`)."""
-        return render_history(serving_template(instruction), history, self.index, self.titles, self.max_history,
-                              TITLE_CHARS)
+        return render_history(serving_template(instruction, self.sequence_format), history, self.index, self.titles,
+                              self.max_history, TITLE_CHARS)
 
     def prompt_for(self, history: Sequence[int], instruction: str | None = None) -> list[int]:
         """Prompt token ids for a history of item indices (most recent last), as training renders it."""
-        return prompt_ids(self.tokenizer, self.prompt_text(history, instruction), self.summary_id, self.max_length - self.trie.depth,
-                          self.use_chat_template)
+        return self.render(history, instruction)[0]
+
+    def render(self, history: Sequence[int], instruction: str | None = None
+               ) -> tuple[list[int], tuple[list[int], list[int]]]:
+        """``(prompt ids, (positions, items))``: :meth:`prompt_for` and, for a ``sequence``-format
+        run, where each kept history item sits (:func:`genrec.tasks.collate.history_prompt`)."""
+        return history_prompt(self.tokenizer, self.summary_id, history, self.index, self.titles, self.item_ids,
+                              self.max_history, self.max_length - self.trie.depth, self.use_chat_template,
+                              self.sequence_format, instruction)
 
     # ----------------------------------------------------------------------------------- requests
     def prepare(self, request: RecommendRequest | Mapping[str, Any]) -> PreparedRequest:
@@ -293,8 +314,8 @@ class GenRecommender:
         if request.instruction is not None and not isinstance(request.instruction, str):
             raise RequestError("instruction must be a string", "instruction")
         empty = flt.exclude is None and flt.allow is None and not flt.where
-        return PreparedRequest(self.prompt_for(history, request.instruction), None if empty else flt, k, int(beams),
-                               history)
+        prompt, items = self.render(history, request.instruction)
+        return PreparedRequest(prompt, None if empty else flt, k, int(beams), history, items)
 
     def recommend(self, history: Sequence[str], k: int = 10, exclude: str | Sequence[str] | None = None,
                   allow: Sequence[str] | None = None, where: Mapping[str, Any] | None = None,
@@ -317,15 +338,17 @@ class GenRecommender:
         for beams, members in groups.items():
             k = max(prepared[j].k for j in members)
             ranked, _ = self.search([prepared[j].prompt for j in members], [prepared[j].filter for j in members],
-                                    k, beams)
+                                    k, beams, [prepared[j].items for j in members])
             for j, res in zip(members, ranked):
                 out[j] = [Recommendation(self.items[i].item_id, self.items[i].display, s)
                           for i, s in res[:prepared[j].k]]
         return out
 
     def search(self, prompts: Sequence[Sequence[int]], filters: Sequence[ItemFilter | None], k: int,
-               num_beams: int) -> tuple[list[list[tuple[int, float]]], dict[str, int]]:
-        """Constrained beam search over the catalog trie.
+               num_beams: int, items: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None
+               ) -> tuple[list[list[tuple[int, float]]], dict[str, int]]:
+        """Constrained beam search over the catalog trie (``items``: per prompt, the second part of
+        :meth:`render`; needed by a model with an item adapter).
 
         Returns ``(results, counts)``: per prompt ``[(item_index, score), ...]`` best first, and
         ``{"generated", "invalid"}``: the number of finished hypotheses returned, and how many of
@@ -334,9 +357,14 @@ class GenRecommender:
         """
         if not prompts:
             return [], {"generated": 0, "invalid": 0}
+        extras = None
+        if self.item_adapter is not None:
+            if items is None:
+                raise ConfigError("this model adds history-item embeddings: pass each prompt's items from render()")
+            extras = prompt_extras(self.item_adapter, [len(p) for p in prompts], items)
         with self._lock:
             out = search(self.model, prompts, num_beams, k, trie=self.trie, filters=list(filters),
-                         attributes=self.attributes)
+                         attributes=self.attributes, prompt_embeds=extras)
         scores, items, seqs = out.scores, out.items, out.seqs
         eos = self.trie.eos_id
         results, generated, invalid = [], 0, 0

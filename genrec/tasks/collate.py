@@ -7,6 +7,15 @@ Layout of one rendered example::
 
 The summary token closes the prompt, so its hidden state depends on the prompt only and is
 available at inference time too; the auxiliary losses read the state at ``summary_pos``.
+
+A ``sequence`` example renders its items one after another, each closed by EOS::
+
+    [prompt ...][<|rec_summary|>][item 1 tokens][eos][item 2 tokens][eos] ... [item n tokens][eos]
+     labels = -100 .........................................  item 2 ids, eos ... item n ids, eos
+
+The state before each labelled item (the EOS closing the previous one) is that item's summary
+state for the auxiliary losses. :func:`sequence_prompt_ids` renders a serving history the same
+way, so a served prompt is exactly a prefix of a training example.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from typing import Any
 
 import torch
 
-from genrec.tasks.prompts import Example
+from genrec.tasks.prompts import Example, render_history, serving_template
 
 IGNORE_INDEX = -100
 SUMMARY_TOKEN = "<|rec_summary|>"
@@ -41,6 +50,15 @@ def prompt_ids(tokenizer: Any, prompt: str, summary_id: int, max_prompt_tokens: 
     return ids[-(max_prompt_tokens - 1):] + [summary_id]
 
 
+def sequence_prompt_ids(prompt: list[int], item_ids: Sequence[Sequence[int]], eos_id: int) -> list[int]:
+    """``prompt`` (templated prompt + summary token) followed by each history item's token ids
+    and EOS: the serving prompt of a run trained with the ``sequence`` task."""
+    out = list(prompt)
+    for ids in item_ids:
+        out += list(ids) + [eos_id]
+    return out
+
+
 @dataclass
 class Rendered:
     input_ids: list[int]
@@ -48,6 +66,10 @@ class Rendered:
     summary_pos: int
     target: int
     task: str
+    aux_pos: tuple[int, ...] = ()  # sequence examples: the state before each labelled item
+    aux_targets: tuple[int, ...] = ()  # ... and that item
+    item_pos: tuple[int, ...] = ()  # sequence examples: the last index token of each item
+    item_ids: tuple[int, ...] = ()  # ... and that item (for model.item_embeddings)
 
 
 def _check_response(n_tokens: int, task: str, max_length: int) -> None:
@@ -55,6 +77,28 @@ def _check_response(n_tokens: int, task: str, max_length: int) -> None:
     if n_tokens >= max_length - 8:
         raise ValueError(f"response of a {task} example has {n_tokens} tokens, "
                          f"more than max_length={max_length} allows")
+
+
+def render_sequence(example: Example, tokenizer: Any, summary_id: int, max_length: int,
+                    use_chat_template: bool, index_ids: Any) -> Rendered:
+    """A ``sequence`` example; ``index_ids(item) -> token ids`` of an item's index. Oldest items
+    are dropped while the example exceeds ``max_length``."""
+    prompt = prompt_ids(tokenizer, example.prompt, summary_id, max_length, use_chat_template)
+    items = list(example.items)
+    segs = [list(index_ids(i)) + [tokenizer.eos_token_id] for i in items]
+    while len(segs) > 2 and len(prompt) + sum(len(s) for s in segs) > max_length:
+        segs, items = segs[1:], items[1:]
+    ids, labels = list(prompt), [IGNORE_INDEX] * len(prompt)
+    aux_pos, aux_targets = [], []
+    for j, seg in enumerate(segs):
+        if j:
+            aux_pos.append(len(ids) - 1)
+            aux_targets.append(items[j])
+        ids += seg
+        labels += seg if j else [IGNORE_INDEX] * len(seg)
+    last = item_last_positions(len(prompt), [seg[:-1] for seg in segs])
+    return Rendered(ids, labels, len(prompt) - 1, -1, example.task, tuple(aux_pos), tuple(aux_targets),
+                    tuple(last), tuple(items))
 
 
 def render(example: Example, tokenizer: Any, summary_id: int, max_length: int = 512,
@@ -71,7 +115,10 @@ class Collator:
     """Right-pad a list of :class:`Rendered` into tensors.
 
     Returns ``input_ids [B, L]``, ``attention_mask [B, L]``, ``labels [B, L]`` (``-100`` on prompt and
-    padding), ``summary_pos [B]`` and ``targets [B]`` (``-1`` where the response is not an item index).
+    padding), ``item_rows [I]`` / ``item_pos [I]`` / ``item_ids [I]`` (each history item of a
+    ``sequence`` example and the position of its last index token), and the auxiliary-loss rows: ``aux_rows [T]`` (batch row), ``aux_pos [T]`` (position
+    of the summary state) and ``aux_targets [T]`` (target item), one per example whose response
+    is an item index and one per labelled item of a ``sequence`` example.
     """
 
     def __init__(self, pad_token_id: int) -> None:
@@ -87,9 +134,20 @@ class Collator:
             ids[b, :n] = torch.tensor(r.input_ids)
             labels[b, :n] = torch.tensor(r.labels)
             mask[b, :n] = 1
+        rows, pos, targets = [], [], []
+        for b, r in enumerate(batch):
+            if r.target >= 0:
+                rows.append(b), pos.append(r.summary_pos), targets.append(r.target)
+            rows += [b] * len(r.aux_pos)
+            pos += r.aux_pos
+            targets += r.aux_targets
+        item_rows = [b for b, r in enumerate(batch) for _ in r.item_pos]
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
-                "summary_pos": torch.tensor([r.summary_pos for r in batch]),
-                "targets": torch.tensor([r.target for r in batch])}
+                "aux_rows": torch.tensor(rows, dtype=torch.long), "aux_pos": torch.tensor(pos, dtype=torch.long),
+                "aux_targets": torch.tensor(targets, dtype=torch.long),
+                "item_rows": torch.tensor(item_rows, dtype=torch.long),
+                "item_pos": torch.tensor([p for r in batch for p in r.item_pos], dtype=torch.long),
+                "item_ids": torch.tensor([i for r in batch for i in r.item_ids], dtype=torch.long)}
 
 
 class RenderedExamples(torch.utils.data.Dataset):
@@ -101,10 +159,14 @@ class RenderedExamples(torch.utils.data.Dataset):
     """
 
     def __init__(self, examples: Sequence[Example], tokenizer: Any, summary_id: int, max_length: int = 512,
-                 use_chat_template: bool = True) -> None:
+                 use_chat_template: bool = True, index: Sequence[str] | None = None) -> None:
         self.examples = list(examples)
         self.args = (tokenizer, summary_id, max_length, use_chat_template)
         self._cache: dict[int, Rendered] = {}
+        self.index = index  # index strings per item, for ``sequence`` examples
+        self._index_ids: dict[int, list[int]] = {}
+        if index is None and any(ex.task == "sequence" for ex in self.examples):
+            raise ValueError("sequence examples need the item index strings (index=...)")
         # Every distinct response (a few per item); beyond 50k of them, the longest one per task
         # (token counts follow character counts closely but not exactly).
         distinct = {ex.response: ex.task for ex in self.examples}
@@ -120,8 +182,78 @@ class RenderedExamples(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.examples)
 
+    def lengths(self) -> list[int]:
+        """A cheap length estimate per example, for length-grouped batching: the number of items
+        of a ``sequence`` example times 4 plus the prompt, otherwise the characters of prompt and response / 4."""
+        return [len(ex.items) * 4 + 16 if ex.task == "sequence" else (len(ex.prompt) + len(ex.response)) // 4
+                for ex in self.examples]
+
     def __getitem__(self, i: int) -> Rendered:
         got = self._cache.get(i)
         if got is None:
-            got = self._cache[i] = render(self.examples[i], *self.args)
+            ex = self.examples[i]
+            if ex.task == "sequence":
+                got = render_sequence(ex, *self.args, index_ids=self._ids)
+            else:
+                got = render(ex, *self.args)
+            self._cache[i] = got
         return got
+
+    def _ids(self, item: int) -> list[int]:
+        got = self._index_ids.get(item)
+        if got is None:
+            assert self.index is not None
+            got = self._index_ids[item] = self.args[0](self.index[item], add_special_tokens=False)["input_ids"]
+        return got
+
+
+def serving_prompt(tokenizer: Any, summary_id: int, text: str, history_ids: Sequence[Sequence[int]] | None,
+                   max_prompt_tokens: int, use_chat_template: bool = True) -> tuple[list[int], list[int]]:
+    """The prompt a history is served with, and where its items are.
+
+    ``text`` (the rendered instruction) is templated and closed by the summary token; for a
+    ``sequence``-format run (``history_ids`` given: each history item's index token ids, oldest
+    first) the items follow, each closed by EOS, as training renders them. Oldest items are
+    dropped to fit ``max_prompt_tokens``. Returns ``(ids, last)`` where ``last[j]`` is the
+    position of the last index token of the ``j``-th of the last ``len(last)`` history items
+    (empty for the window format).
+    """
+    head = prompt_ids(tokenizer, text, summary_id, max_prompt_tokens, use_chat_template)
+    if history_ids is None:
+        return head, []
+    items = [list(h) for h in history_ids]
+    while len(items) > 1 and len(head) + sum(len(h) + 1 for h in items) > max_prompt_tokens:
+        items = items[1:]
+    return sequence_prompt_ids(head, items, tokenizer.eos_token_id), item_last_positions(len(head), items)
+
+
+def item_last_positions(start: int, items: Sequence[Sequence[int]]) -> list[int]:
+    """Positions of each item's last index token when the items, each closed by EOS, follow
+    ``start`` prompt tokens."""
+    out, at = [], start
+    for ids in items:
+        at += len(ids)
+        out.append(at - 1)
+        at += 1
+    return out
+
+
+def history_prompt(tokenizer: Any, summary_id: int, history: Sequence[int], index: Sequence[str],
+                   titles: Sequence[str] | None, item_ids: Sequence[Sequence[int]], max_history: int,
+                   max_prompt_tokens: int, use_chat_template: bool = True, sequence: bool = False,
+                   instruction: str | None = None) -> tuple[list[int], tuple[list[int], list[int]]]:
+    """THE serving prompt of a history (item indices, most recent last), for ``genrec evaluate``,
+    ``recommend``, ``serve`` and validation ranking during training alike.
+
+    The text comes from :func:`~genrec.tasks.prompts.render_history` with
+    :func:`~genrec.tasks.prompts.serving_template`; ``sequence`` runs get the history items
+    after it (:func:`serving_prompt`). ``index`` / ``titles`` / ``item_ids``: per item, its index
+    string, display title and index token ids. Returns ``(ids, (positions, items))``: the prompt
+    and, for ``sequence`` runs, each kept history item with the position of its last index token.
+    """
+    history = [int(i) for i in history][-max_history:]
+    text = render_history(serving_template(instruction, sequence), history, index,
+                          index if titles is None else titles, max_history)
+    ids, last = serving_prompt(tokenizer, summary_id, text, [item_ids[i] for i in history] if sequence else None,
+                               max_prompt_tokens, use_chat_template)
+    return ids, (last, history[len(history) - len(last):])

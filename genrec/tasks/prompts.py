@@ -6,7 +6,14 @@ Tasks (names used in recipes' ``tasks.mix``):
 - ``item2index``: item title (and description) → its index;
 - ``index2item``: index → item title;
 - ``fusion_titles``: history as titles → next item index;
-- ``fusion_next_title``: history as indices → next item's title.
+- ``fusion_next_title``: history as indices → next item's title;
+- ``sequence``: one example per stretch of a user's training sequence (at most
+  ``max_history + 1`` items): the items' indices follow a fixed instruction one after another,
+  each closed by the end-of-item token (EOS), and the LM loss covers every item after the first.
+  Every position is a next-item example, so an epoch costs one forward pass per stretch instead
+  of one per window. A run whose mix holds ``sequence`` is served in the same format: the
+  history's items follow the instruction and the next item is generated after them
+  (:func:`genrec.tasks.collate.serving_prompt`).
 
 Each task has several phrasings; one is drawn per example with a seeded generator. Only the
 response is trained with the LM loss. History prompts are rendered by :func:`render_history`
@@ -47,6 +54,9 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "A user interacted with: {titles}. Which item index should be recommended next?",
         "The user's recent items, oldest first: {titles}. Give the index of the next item.",
     ),
+    "sequence": (
+        "Predict each next item of this user's history, oldest first.",
+    ),
     "fusion_next_title": (
         "A user interacted with these items in order: {history}. What is the title of the next item?",
         "Based on the history {history}, name the item the user will want next.",
@@ -78,14 +88,16 @@ def render_history(template: str, history: Sequence[int], index: Sequence[str], 
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
-def serving_template(instruction: str | None = None) -> str:
-    """The template a served request is rendered with: :data:`SERVING_TEMPLATE`; an instruction
-    with ``{history}`` or ``{titles}`` replaces it, one without either is put in front of it."""
+def serving_template(instruction: str | None = None, sequence: bool = False) -> str:
+    """The template a served request is rendered with: :data:`SERVING_TEMPLATE` (the ``sequence``
+    task's instruction for a run trained in that format); an instruction with ``{history}`` or
+    ``{titles}`` replaces it, one without either is put in front of it."""
+    base = TEMPLATES["sequence"][0] if sequence else SERVING_TEMPLATE
     if not instruction:
-        return SERVING_TEMPLATE
+        return base
     if _PLACEHOLDER.search(instruction):
         return instruction
-    return f"{instruction.strip()} {SERVING_TEMPLATE}"
+    return f"{instruction.strip()} {base}"
 
 
 @dataclass
@@ -96,6 +108,7 @@ class Example:
     prompt: str
     response: str
     target: int = -1
+    items: tuple[int, ...] = ()  # ``sequence`` examples: the items, oldest first (the response is empty)
 
 
 def index_string(codes: Sequence[str]) -> str:
@@ -141,6 +154,8 @@ class TaskBuilder:
         """One example of ``task``: history tasks need ``history`` and ``target``; item tasks ``target``."""
         if task in ("seqrec", "fusion_titles"):
             return Example(task, self.history_prompt(task, [] if history is None else history), self.index[target], target)
+        if task == "sequence":
+            return Example(task, TEMPLATES[task][0], "", -1, tuple(int(i) for i in ([] if history is None else history)))
         if task == "fusion_next_title":
             return Example(task, self.history_prompt(task, [] if history is None else history), self._title(target), -1)
         if task == "item2index":
@@ -165,7 +180,11 @@ class TaskBuilder:
         windows = [(h, t) for _, h, t in split.train_windows()]
         sources: dict[str, Callable[[], list[Example]]] = {}
         for task, share in mix.items():
-            if task in HISTORY_TASKS:
+            if task == "sequence":
+                pool = [(s, -1) for s in sequence_stretches(split.train, self.max_history + 1)]
+                sources[task] = lambda task=task, share=share, pool=pool: [
+                    self.make(task, s, -1) for s, _ in self._sample(pool, share)]
+            elif task in HISTORY_TASKS:
                 sources[task] = lambda task=task, share=share: [self.make(task, h, t) for h, t in self._sample(windows, share)]
             else:
                 cat = [(None, i) for i in range(len(self.items))]
@@ -181,3 +200,18 @@ class TaskBuilder:
             idx = self.rng.choice(len(pool), size=round(frac * len(pool)), replace=False)
             out += [pool[i] for i in sorted(idx)]
         return out
+
+
+def sequence_stretches(sequences: Sequence[np.ndarray], length: int) -> list[np.ndarray]:
+    """Each training sequence cut into stretches of at most ``length`` items, from its end
+    backwards, consecutive stretches sharing one item, so every transition ``s[t-1] -> s[t]`` is
+    a target exactly once (the first item of a stretch is context only); a sequence of fewer
+    than 2 items gives none."""
+    out = []
+    for seq in sequences:
+        end = len(seq)
+        while end >= 2:
+            start = max(0, end - length)
+            out.append(np.asarray(seq[start:end]))
+            end = start + 1 if start > 0 else 0
+    return out

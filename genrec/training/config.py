@@ -19,6 +19,9 @@ SCRATCH_DEFAULTS: dict[str, int] = {"hidden_size": 256, "intermediate_size": 768
                                     "num_attention_heads": 4, "num_key_value_heads": 4,
                                     "max_position_embeddings": 1024}
 INITS = ("text", "mean", "random")
+COMPACT = "compact"
+STREAMS = ("semantic", "behavior")
+SELECT_BY = ("loss", "ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
 
 @dataclass
@@ -33,8 +36,13 @@ class ModelConfig:
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # linear layers with adapters
     new_token_init: str = "text"  # text: mean embedding of the titles of the items sharing the token; mean; random
     gradient_checkpointing: bool = False  # trade compute for activation memory (large models)
-    tokenizer: str = "smollm2-135m"  # base: scratch only — whose tokenizer (and chat template) to use
+    tokenizer: str = "smollm2-135m"  # base: scratch only — whose tokenizer to use; "compact": a word-level
+    # vocabulary of the training examples' own words (far smaller and faster; genrec.training.compact_tokenizer)
+    compact_words: int = 2000  # tokenizer: compact only — item-text words kept beyond the instructions' words
     scratch: dict[str, int] = field(default_factory=dict)  # base: scratch only — LlamaConfig sizes
+    item_embeddings: list[str] = field(default_factory=list)  # item-tokenizer streams (behavior, semantic) whose
+    # item embeddings join each history item through a learned adapter (genrec.encoders.item_adapter); needs the
+    # sequence task
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -48,6 +56,14 @@ class ModelConfig:
             raise ValueError(f"model.new_token_init must be one of {INITS}, got {self.new_token_init!r}")
         if self.lora_r < 1:
             raise ValueError(f"model.lora_r must be >= 1, got {self.lora_r}")
+        if self.tokenizer == COMPACT and self.base != SCRATCH:
+            raise ValueError("model.tokenizer: compact is for models trained from scratch (model.base: scratch); "
+                             "a pretrained model keeps its own tokenizer")
+        if self.compact_words < 0:
+            raise ValueError(f"model.compact_words must be >= 0, got {self.compact_words}")
+        bad = sorted(set(self.item_embeddings) - set(STREAMS))
+        if bad:
+            raise ValueError(f"model.item_embeddings names unknown stream(s) {bad}; use {list(STREAMS)}")
 
 
 @dataclass
@@ -59,6 +75,11 @@ class TasksConfig:
     max_length: int = 512  # tokens per example (prompt left-truncated beyond)
     use_chat_template: bool = True  # render with the base model's chat template when it has one
     max_eval_examples: int = 512  # validation examples (next-item on the valid split) for eval loss
+
+    @property
+    def sequence_format(self) -> bool:
+        """Whether the run trains (and is served) in the ``sequence`` format."""
+        return bool(self.mix.get("sequence"))
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.mix) - set(TEMPLATES))
@@ -104,6 +125,18 @@ class TrainingConfig:
     deepspeed: str | None = None  # path to a DeepSpeed JSON config (see recipes/accelerate/)
     dataloader_num_workers: int = 0  # DataLoader workers
     response_logits_only: bool = True  # LM head on response positions only (same loss, far less compute)
+    group_by_length: bool = True  # batches of examples of similar length (little padding; order still random)
+    select_by: str = "loss"  # best checkpoint and early stopping by: loss (validation loss), or ndcg@10 / recall@10
+    # / ndcg@20 / recall@20 of constrained beam search on ranking_users seeded validation users
+    ranking_users: int = 512  # select_by other than loss: validation users ranked at every evaluation
+    ranking_beams: int = 20  # select_by other than loss: beam width of that ranking
+
+    def __post_init__(self) -> None:
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"training.select_by must be one of {SELECT_BY}, got {self.select_by!r}")
+        if self.ranking_users < 1 or self.ranking_beams < 20:
+            raise ValueError("training.ranking_users must be >= 1 and training.ranking_beams >= 20 (the ranking "
+                             f"reads the top 20); got {self.ranking_users} and {self.ranking_beams}")
 
 
 @dataclass
@@ -123,6 +156,9 @@ class TrainConfig:
             raise ValueError("data: set the dataset directory (e.g. data=runs/demo/data/ml-100k)")
         if not self.tokenizer:
             raise ValueError("tokenizer: set the item tokenizer directory (e.g. tokenizer=tokenizers_out/ml-100k)")
+        if self.model.item_embeddings and not self.tasks.sequence_format:
+            raise ValueError("model.item_embeddings needs the sequence task in tasks.mix (e.g. tasks.mix={sequence: "
+                             "1.0}): the adapter adds each history item's vector where that format places the item")
 
     @property
     def run_dir(self) -> Path:

@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 
+from genrec.encoders.item_adapter import ITEM_MODULE, attach_item_adapter
 from genrec.errors import ConfigError
 from genrec.tasks.collate import SUMMARY_TOKEN
 from genrec.training.aux import AUX_MODULE, attach_aux
-from genrec.training.config import SCRATCH, SCRATCH_DEFAULTS, ModelConfig
+from genrec.training.config import COMPACT, SCRATCH, SCRATCH_DEFAULTS, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +97,23 @@ def init_new_rows(model: Any, tokenizer: Any, new_ids: Sequence[int], how: str,
 
 
 def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[str, list[str]] | None = None,
-                seed: int = 0, aux_factory: Callable[[int], torch.nn.Module] | None = None
-                ) -> tuple[Any, Any, list[int]]:
+                seed: int = 0, aux_factory: Callable[[int], torch.nn.Module] | None = None,
+                texts: tuple[Sequence[str], Sequence[str]] | None = None,
+                item_table: torch.Tensor | None = None) -> tuple[Any, Any, list[int]]:
     """``(model, tokenizer, new_token_ids)`` ready to train under ``cfg.mode``.
 
     ``token_texts`` maps an item token string to the texts used by the ``text`` init.
     ``aux_factory(hidden_size)`` builds the auxiliary-loss heads; they are attached to the base
     model as ``genrec_aux`` and, under LoRA, saved with the adapter (``modules_to_save``).
+    ``texts``: ``(instruction texts, other training texts)``, the words of a ``compact`` tokenizer.
+    ``item_table [N, D]``: item embeddings of the history-item adapter (``genrec_items``), attached
+    and saved the same way.
     """
     from genrec.hub import load_causal_lm
 
     quant = "4bit" if cfg.mode == "qlora" else None
     if cfg.base == SCRATCH:
-        model, tok = scratch_model(cfg, seed)
+        model, tok = scratch_model(cfg, seed, texts)
     else:
         model, tok = load_causal_lm(cfg.base, dtype=cfg.dtype, quantization=quant,
                                     device=training_device() if quant else "cpu")
@@ -121,6 +126,8 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     model.config.pad_token_id = tok.pad_token_id
     if aux_factory is not None:
         attach_aux(model, aux_factory)
+    if item_table is not None:
+        attach_item_adapter(model, item_table)
     if cfg.mode == "full":
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -139,19 +146,29 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
                       trainable_token_indices=token_rows,
-                      modules_to_save=[AUX_MODULE] if aux_factory is not None else None)
+                      modules_to_save=([AUX_MODULE] if aux_factory is not None else [])
+                      + ([ITEM_MODULE] if item_table is not None else []) or None)
     model = get_peft_model(model, lora)
     return model, tok, new_ids
 
 
-def scratch_model(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
+def scratch_model(cfg: ModelConfig, seed: int = 0, texts: tuple[Sequence[str], Sequence[str]] | None = None
+                  ) -> tuple[Any, Any]:
     """A randomly initialised ``LlamaForCausalLM`` (sizes ``SCRATCH_DEFAULTS`` | ``cfg.scratch``) and
-    the tokenizer of ``cfg.tokenizer``; embeddings tied, seeded by ``seed``."""
+    the tokenizer of ``cfg.tokenizer`` (``compact``: built from ``texts``); embeddings tied, seeded
+    by ``seed``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from genrec.hub import as_dtype, load_tokenizer
 
-    tok = load_tokenizer(cfg.tokenizer)
+    if cfg.tokenizer == COMPACT:
+        from genrec.training.compact_tokenizer import compact_tokenizer
+
+        always, corpus = texts if texts is not None else ((), ())
+        tok = compact_tokenizer(always, corpus, cfg.compact_words)
+        log.info("compact tokenizer: %d words", len(tok))
+    else:
+        tok = load_tokenizer(cfg.tokenizer)
     sizes = {**SCRATCH_DEFAULTS, **{k: int(v) for k, v in cfg.scratch.items()}}
     if sizes["hidden_size"] % sizes["num_attention_heads"]:
         raise ConfigError(f"model.scratch.hidden_size={sizes['hidden_size']} must be divisible by "

@@ -25,7 +25,7 @@ from genrec.data.dataset import Dataset
 from genrec.data.split import leave_one_out
 from genrec.errors import ConfigError
 from genrec.io import checksums, provenance, write_json
-from genrec.training.config import TrainConfig
+from genrec.training.config import COMPACT, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train and write the run directory; returns its path."""
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
+    from genrec.encoders.item_adapter import item_table
     from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer, stream_tables
     from genrec.tasks.collate import SUMMARY_TOKEN, Collator, RenderedExamples
     from genrec.tasks.prompts import TaskBuilder
@@ -92,20 +93,27 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     examples = list(builder.iter_examples(split, cfg.tasks.mix))
     eval_rng = np.random.default_rng(cfg.seed)
     eval_users = eval_rng.permutation(len(split.valid))[: cfg.tasks.max_eval_examples]
-    eval_examples = [builder.make("seqrec", split.valid.histories[u], int(split.valid.targets[u])) for u in eval_users]
+    if cfg.tasks.sequence_format:  # validation loss in the format the run is served with
+        eval_examples = [builder.make("sequence", [*split.valid.histories[u], int(split.valid.targets[u])])
+                         for u in eval_users]
+    else:
+        eval_examples = [builder.make("seqrec", split.valid.histories[u], int(split.valid.targets[u]))
+                         for u in eval_users]
 
     token_texts: dict[str, list[str]] = {}
     for it, toks in zip(ds.items, codes):
         for t in toks:
             token_texts.setdefault(t, []).append(it.display)
-    model, tok, _ = build_model(cfg.model, itok.tokens, token_texts, cfg.seed, aux_factory(cfg, tables, codes))
+    table = item_table(tables, cfg.model.item_embeddings) if cfg.model.item_embeddings else None
+    model, tok, _ = build_model(cfg.model, itok.tokens, token_texts, cfg.seed, aux_factory(cfg, tables, codes),
+                                _vocabulary_texts(examples) if cfg.model.tokenizer == COMPACT else None, table)
     trainable, total = trainable_parameters(model)
     log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     sid = tok.convert_tokens_to_ids(SUMMARY_TOKEN)
 
     def encode(exs):
         try:
-            return RenderedExamples(exs, tok, sid, cfg.tasks.max_length, cfg.tasks.use_chat_template)
+            return RenderedExamples(exs, tok, sid, cfg.tasks.max_length, cfg.tasks.use_chat_template, builder.index)
         except ValueError as e:  # a response longer than the example budget
             raise ConfigError(f"tasks.max_length={cfg.tasks.max_length} is too small: {e}; raise it") from None
 
@@ -118,7 +126,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
         max_steps=t.max_steps, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, lr_scheduler_type="cosine",
         logging_steps=t.logging_steps, eval_strategy="steps", eval_steps=t.eval_steps, save_strategy="steps",
         save_steps=t.eval_steps, save_total_limit=t.save_total_limit, load_best_model_at_end=True,
-        metric_for_best_model="eval_loss", greater_is_better=False, seed=cfg.seed, data_seed=cfg.seed,
+        metric_for_best_model=f"eval_{t.select_by}", greater_is_better=t.select_by != "loss", seed=cfg.seed, data_seed=cfg.seed,
         bf16=t.bf16, use_cpu=not torch.cuda.is_available(), report_to=[], remove_unused_columns=False,
         deepspeed=t.deepspeed, dataloader_num_workers=t.dataloader_num_workers, save_only_model=False,
         # The aux heads run outside the wrapped forward: DDP must not mark them unused.
@@ -129,12 +137,44 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer = GenRecTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
                             data_collator=Collator(tok.pad_token_id), loss_weights=dict(cfg.losses.weights),
-                            response_logits_only=t.response_logits_only,
+                            response_logits_only=t.response_logits_only, group_by_length=t.group_by_length,
+                            ranker=None if t.select_by == "loss" else validation_ranker(cfg, split, tok, sid,
+                                                                                         builder.index),
                             callbacks=callbacks)
     trainer.train(resume_from_checkpoint=True if resume else None)
     if trainer.is_world_process_zero():
         _finalize(cfg, run_dir, trainer, tok, itok, ds, trainable, total)
     return run_dir
+
+
+def _vocabulary_texts(examples: list[Any]) -> tuple[list[str], list[str]]:
+    """``(instruction texts, example texts)``: the words a ``compact`` tokenizer is built from."""
+    from genrec.tasks.collate import FALLBACK_TEMPLATE, SYSTEM_PROMPT
+    from genrec.tasks.prompts import TEMPLATES
+
+    always = [FALLBACK_TEMPLATE, SYSTEM_PROMPT] + [t for ts in TEMPLATES.values() for t in ts]
+    return always, [t for ex in examples for t in (ex.prompt, ex.response)]
+
+
+def validation_ranker(cfg: TrainConfig, split: Any, tok: Any, sid: int, index: list[str]) -> Any:
+    """The ranker of ``training.select_by``: ``training.ranking_users`` seeded validation users, their
+    serving prompts (:func:`genrec.tasks.collate.history_prompt`) and the catalog trie."""
+    from genrec.generation import ItemTrie
+    from genrec.tasks.collate import history_prompt
+    from genrec.training.ranking import ValidationRanker
+
+    rng = np.random.default_rng(cfg.seed + 1)
+    users = np.sort(rng.permutation(len(split.valid))[: cfg.training.ranking_users])
+    ids = [tok(x, add_special_tokens=False)["input_ids"] for x in index]
+    trie = ItemTrie.from_sequences(ids, tok.eos_token_id, len(tok))
+    prompts, items = [], []
+    for u in users:
+        p, at = history_prompt(tok, sid, split.valid.histories[u], index, None, ids, cfg.tasks.max_history,
+                               cfg.tasks.max_length - trie.depth, cfg.tasks.use_chat_template,
+                               cfg.tasks.sequence_format)
+        prompts.append(p)
+        items.append(at)
+    return ValidationRanker(prompts, split.valid.targets[users], trie, cfg.training.ranking_beams, items)
 
 
 def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any, ds: Dataset,

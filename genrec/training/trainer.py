@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
+from genrec.encoders.item_adapter import embed_with_items, find_item_adapter
 from genrec.training.aux import find_aux
 from genrec.training.losses import weighted_total
 
@@ -46,15 +47,22 @@ def response_lm_loss(model: nn.Module, hidden: torch.Tensor, labels: torch.Tenso
 class GenRecTrainer(Trainer):
     """Trainer whose loss is ``lm + Σ weight · aux_term``.
 
-    Extra batch keys (from :class:`genrec.tasks.collate.Collator`): ``summary_pos [B]`` and
-    ``targets [B]`` (``-1`` for examples without a target item; they get the LM loss only).
+    Extra batch keys (from :class:`genrec.tasks.collate.Collator`): ``aux_rows [T]``, ``aux_pos [T]``
+    and ``aux_targets [T]``, the summary states the auxiliary losses read and their target items
+    (examples without a target item get the LM loss only); ``item_rows [I]``, ``item_pos [I]`` and
+    ``item_ids [I]``, where the history-item adapter (:mod:`genrec.encoders.item_adapter`) adds
+    its vectors. With a ``ranker`` every evaluation also ranks validation users
+    (``eval_ndcg@10`` ...), for checkpoint selection and early stopping.
     """
 
     def __init__(self, *args: Any, loss_weights: dict[str, float] | None = None,
-                 response_logits_only: bool = True, **kwargs: Any) -> None:
+                 response_logits_only: bool = True, ranker: Any = None, group_by_length: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loss_weights = dict(loss_weights or {})
         self.response_logits_only = response_logits_only
+        self.ranker = ranker  # model -> {metric: value} on validation users
+        self.group_by_length = group_by_length  # batches of similar lengths (datasets with .lengths())
         # compute_loss averages each term itself; let the Trainer scale for gradient accumulation.
         self.model_accepts_loss_kwargs = False
         self._term_sums: dict[str, float] = {}
@@ -62,10 +70,14 @@ class GenRecTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        summary_pos = inputs.pop("summary_pos")
-        targets = inputs.pop("targets")
+        aux_rows, aux_pos, aux_targets = inputs.pop("aux_rows"), inputs.pop("aux_pos"), inputs.pop("aux_targets")
+        item_rows, item_pos, item_ids = inputs.pop("item_rows"), inputs.pop("item_pos"), inputs.pop("item_ids")
         aux = find_aux(model) if any(k != "lm" and w for k, w in self.loss_weights.items()) else None
         core = self.accelerator.unwrap_model(model)  # DDP / DeepSpeed wrappers hide config and LM head
+        adapter = find_item_adapter(model)
+        if adapter is not None:
+            ids = inputs.pop("input_ids")
+            inputs["inputs_embeds"] = embed_with_items(core, ids, item_rows, item_pos, item_ids, adapter)
         if self.response_logits_only and supports_response_logits(core):
             labels = inputs.pop("labels")
             outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1)
@@ -74,13 +86,12 @@ class GenRecTrainer(Trainer):
             outputs = model(**inputs, output_hidden_states=aux is not None)
             lm = outputs.loss
         terms: dict[str, torch.Tensor] = {"lm": lm}
-        rows = (targets >= 0).nonzero(as_tuple=True)[0]
-        if aux is not None and len(rows):
-            h = outputs.hidden_states[-1][rows, summary_pos[rows]]  # [B', H]
-            terms.update(aux(h, targets[rows]))
+        if aux is not None and len(aux_rows):
+            h = outputs.hidden_states[-1][aux_rows, aux_pos]  # [T, H]
+            terms.update(aux(h, aux_targets))
         weights = {k: w for k, w in self.loss_weights.items() if k in terms}
         loss = weighted_total(terms, weights)
-        if aux is not None and not len(rows) and core is not model and model.training:
+        if aux is not None and not len(aux_rows) and core is not model and model.training:
             # DDP (find_unused_parameters=False) needs a gradient for every trainable weight each
             # step: a batch without target items still runs the heads, at weight 0.
             h = outputs.hidden_states[-1][:1, -1]
@@ -90,6 +101,26 @@ class GenRecTrainer(Trainer):
                 self._term_sums[name] = self._term_sums.get(name, 0.0) + float(value.detach())
                 self._term_counts[name] = self._term_counts.get(name, 0) + 1
         return (loss, outputs) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """HF's length-grouped sampler over the dataset's own length estimates: batches of similar
+        lengths waste little compute on padding, and megabatches keep the order random."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.group_by_length and hasattr(dataset, "lengths"):
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=dataset.lengths())
+        return super()._get_train_sampler(train_dataset)
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's evaluation, plus the ranker's metrics (``{prefix}_ndcg@10`` ...)."""
+        output = super().evaluation_loop(*args, **kwargs)
+        if self.ranker is not None:
+            prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+            for name, value in self.ranker(self.accelerator.unwrap_model(self.model)).items():
+                output.metrics[f"{prefix}_{name}"] = round(value, 6)
+        return output
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._term_counts:

@@ -43,7 +43,9 @@ def test_collator_pads_right(tokenizer):
     short = min(range(2), key=lambda b: len(rs[b].input_ids))
     assert batch["attention_mask"][short].sum() == len(rs[short].input_ids)
     assert (batch["labels"][short][batch["attention_mask"][short] == 0] == IGNORE_INDEX).all()
-    assert batch["targets"].tolist() == [3, 3]
+    assert batch["aux_targets"].tolist() == [3, 3] and batch["aux_rows"].tolist() == [0, 1]
+    assert batch["aux_pos"].tolist() == [r.summary_pos for r in rs]
+    assert batch["item_ids"].numel() == 0  # window examples carry no history-item positions
 
 
 def test_lazy_examples_match_eager_rendering_and_check_budget(tokenizer):

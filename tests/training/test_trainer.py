@@ -69,7 +69,8 @@ def test_response_only_logits_equal_the_models_own_loss(tmp_path, mode):
     data = [render(Example("seqrec", "which item next " * (i + 1), "".join(CODES[i % 4]), i % 4), tok, sid)
             for i in range(5)]
     batch = Collator(tok.pad_token_id)(data)
-    batch.pop("summary_pos"), batch.pop("targets")
+    for key in ("aux_rows", "aux_pos", "aux_targets", "item_rows", "item_pos", "item_ids"):
+        batch.pop(key)
     assert supports_response_logits(model)
     full = model(**batch).loss
     labels = batch.pop("labels")

@@ -108,3 +108,12 @@ def evaluate_scores(score_fn: Callable[[np.ndarray], torch.Tensor], data: Rankin
             ranked.append(topk_from_scores(scores, k_max, excl).cpu().numpy())
     return ranking_metrics(np.concatenate(ranked) if ranked else np.zeros((0, k_max), np.int64),
                            data.targets, ks)
+
+
+def top1_share(ranked: np.ndarray) -> float:
+    """Share of users whose top-1 item is the most common top-1 of all users (``ranked [U, L]``,
+    ``-1`` pads): 1.0 when every user gets the same first recommendation, a sign of collapse onto
+    popular items; about ``1 / U`` when every user gets a different one."""
+    top1 = np.asarray(ranked)[:, 0]
+    top1 = top1[top1 >= 0]
+    return float(np.bincount(top1).max() / len(top1)) if len(top1) else 0.0

@@ -37,7 +37,7 @@ from genrec.data.dataset import Dataset
 from genrec.data.split import EvalSet, leave_one_out, sample_users, subset
 from genrec.errors import ConfigError, DataError
 from genrec.io import atomic_dir, checksums, provenance, sha256_file, write_json
-from genrec.metrics import DEFAULT_KS, METRIC_KEYS, ranking_metrics
+from genrec.metrics import DEFAULT_KS, METRIC_KEYS, ranking_metrics, top1_share
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     for lo in range(0, len(data), batch_size):
         hist = data.histories[lo:lo + batch_size]
         rendered = [rec.render(h) for h in hist]
-        prompts, items = [r[0] for r in rendered], [r[1] for r in rendered]
+        prompts, places = [r[0] for r in rendered], [r[1] for r in rendered]
         filters = [_exclude(h) for h in hist] if exclude_history else [None] * len(hist)
-        results, counts = rec.search(prompts, filters, k, max(num_beams, k), items)
+        results, counts = rec.search(prompts, filters, k, max(num_beams, k), places)
         generated += counts["generated"]
         invalid += counts["invalid"]
         for j, row in enumerate(results):
@@ -101,7 +101,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     metrics = ranking_metrics(ranked, data.targets)
     shown = ranked[ranked >= 0]
     metrics.update({"invalid_rate": invalid / generated if generated else 0.0,
-                    "coverage": len(np.unique(shown)) / rec.num_items, "users": len(data)})
+                    "coverage": len(np.unique(shown)) / rec.num_items, "top1_share": top1_share(ranked),
+                    "users": len(data)})
     seconds = time.time() - start
     log.info("%s: recall@10 %.4f ndcg@10 %.4f over %d users in %.0f s", split, metrics["recall@10"],
              metrics["ndcg@10"], len(data), seconds)
@@ -190,7 +191,8 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
           f"Leave-one-out, full catalog ({rec.num_items} items), {scope}. genrec: constrained beam search, "
           f"{result['num_beams']} beams, history ≤ {rec.max_history}, "
           f"{'history excluded' if settings['exclude_history'] else 'seen items kept rankable'}; "
-          f"invalid rate {metrics['invalid_rate']:.4f}, coverage@20 {metrics['coverage']:.4f}.\n\n{table}\n")
+          f"invalid rate {metrics['invalid_rate']:.4f}, coverage@20 {metrics['coverage']:.4f}, top-1 share "
+          f"{metrics['top1_share']:.4f}.\n\n{table}\n")
     if notes:
         md += "\n" + "\n".join(notes) + "\n"
     run_dir = rec.run_dir or Path(settings["run_dir"])

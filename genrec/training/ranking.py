@@ -14,7 +14,7 @@ import numpy as np
 from genrec.encoders.item_adapter import find_item_adapter, prompt_extras
 from genrec.generation import ItemTrie
 from genrec.generation.beam import constrained_beam_search
-from genrec.metrics import ranking_metrics
+from genrec.metrics import ranking_metrics, top1_share
 
 RANKING_KS = (10, 20)
 
@@ -48,6 +48,5 @@ class ValidationRanker:
                 got = [i for i, _ in row][:k]
                 ranked[start + j, :len(got)] = got
         metrics = ranking_metrics(ranked, self.targets, RANKING_KS)
-        top1 = ranked[:, 0][ranked[:, 0] >= 0]
-        metrics["top1_share"] = float(np.bincount(top1).max() / len(top1)) if len(top1) else 0.0
+        metrics["top1_share"] = top1_share(ranked)
         return metrics

@@ -33,7 +33,8 @@ def test_evaluate_writes_metrics_comparison_and_provenance(tiny_run, data_dir, p
     metrics = read_json(out / "metrics.json")
     assert list(metrics) == ["test"]
     m = metrics["test"]
-    assert set(m) == set(METRIC_KEYS) | {"invalid_rate", "coverage", "users"}
+    assert set(m) == set(METRIC_KEYS) | {"invalid_rate", "coverage", "top1_share", "users"}
+    assert 1 / 30 <= m["top1_share"] <= 1
     assert m["invalid_rate"] == 0.0 and m["users"] == 30 and 0 < m["coverage"] <= 1
     assert res["test"] == m and res["user_indices"] == list(range(30))
     assert all(0 <= m[k] <= 1 for k in METRIC_KEYS) and m["recall@5"] <= m["recall@10"] <= m["recall@20"]

@@ -13,13 +13,15 @@ Per dataset (``beauty``: p5 reader on ``../shared/datasets/beauty``; ``scientifi
   (a 4-layer, 128-wide LLaMA-architecture model; override with ``train.KEY=VALUE``), differing
   only in the item index and the auxiliary losses:
 
-  | variant | item index | aux losses |
+  | variant | item index | what differs from the recipe |
   |---|---|---|
-  | ``semantic`` | semantic codes only (TIGER-like) | none |
-  | ``behavior`` | behavior (DIN) codes only | none |
-  | ``dual`` | semantic then behavior codes (EAGER-LLM) | none |
-  | ``dual_aux`` | dual | global contrastive (both streams) + reconstruction |
-  | ``dual_behavior_first`` | behavior then semantic codes | none |
+  | ``dual`` | semantic then behavior codes (EAGER-LLM) | nothing (the recipe) |
+  | ``dual_no_adapter`` | dual | no history-item embeddings |
+  | ``dual_select_by_loss`` | dual | best checkpoint by validation loss |
+  | ``dual_windows`` | dual | the recipe before the sequence task: SmolLM2 vocabulary, one example per window, 2 epochs, selection by loss |
+  | ``dual_aux`` | dual | + global contrastive (both streams) + reconstruction |
+  | ``semantic`` / ``behavior`` | one stream only (TIGER-like / behavior codes) | (no adapter without a behavior stream) |
+  | ``dual_behavior_first`` | behavior then semantic codes | — |
 
 The dual tokenizer is built once (``recipes/tokens_<dataset>.yaml``, override with
 ``tokens.KEY=VALUE``); the one-stream tokenizers reuse its cached semantic embeddings and its
@@ -57,23 +59,32 @@ SHARED = ROOT.parent / "shared" / "datasets"
 DATASETS = {"beauty": ("p5", SHARED / "beauty"), "scientific": ("lcrec", SHARED / "scientific"),
             "ml100k": ("fetch", "ml-100k")}
 NO_AUX = "losses.weights={contrastive_semantic: 0, contrastive_behavior: 0, reconstruction_embedding: 0}"
+AUX = "losses.weights={contrastive_semantic: 0.1, contrastive_behavior: 0.1, reconstruction_embedding: 0.1}"
+NO_ADAPTER = "model.item_embeddings=[]"
+# The recipe before the sequence task: SmolLM2's vocabulary, one example per window, selection by loss.
+WINDOWS = ["model.tokenizer=smollm2-135m", NO_ADAPTER, "tasks.mix={sequence: 0, seqrec: 1.0, item2index: 1.0}",
+           "training.select_by=loss", "training.batch_size=32", "training.epochs=2", "training.eval_steps=500"]
 VARIANTS = {
-    "semantic": (["semantic"], [NO_AUX]),
+    "semantic": (["semantic"], [NO_AUX, NO_ADAPTER]),
     "behavior": (["behavior"], [NO_AUX]),
     "dual": (["semantic", "behavior"], [NO_AUX]),
-    "dual_aux": (["semantic", "behavior"], []),
+    "dual_aux": (["semantic", "behavior"], [AUX]),
     # the dual index with the behavior codes first (same codes, other order)
     "dual_behavior_first": (["behavior", "semantic"], [NO_AUX]),
+    # one lever of the recipe off at a time
+    "dual_no_adapter": (["semantic", "behavior"], [NO_AUX, NO_ADAPTER]),
+    "dual_select_by_loss": (["semantic", "behavior"], [NO_AUX, "training.select_by=loss"]),
+    "dual_windows": (["semantic", "behavior"], [NO_AUX, *WINDOWS]),
     # ablation of the auxiliary terms (bench/ablation.py)
     "dual_contrastive": (["semantic", "behavior"], [
         "losses.weights={contrastive_semantic: 0.1, contrastive_behavior: 0.1, reconstruction_embedding: 0}"]),
     "dual_reconstruction": (["semantic", "behavior"], [
         "losses.weights={contrastive_semantic: 0, contrastive_behavior: 0, reconstruction_embedding: 0.1}"]),
     # ablation of the new-row initialisation (meaningful for pretrained base models)
-    "dual_aux_init_mean": (["semantic", "behavior"], ["model.new_token_init=mean"]),
-    "dual_aux_init_text": (["semantic", "behavior"], ["model.new_token_init=text"]),
+    "dual_aux_init_mean": (["semantic", "behavior"], [AUX, "model.new_token_init=mean"]),
+    "dual_aux_init_text": (["semantic", "behavior"], [AUX, "model.new_token_init=text"]),
 }
-QUALITY_VARIANTS = ["semantic", "behavior", "dual", "dual_aux"]
+QUALITY_VARIANTS = ["dual", "dual_no_adapter", "dual_windows"]
 log = logging.getLogger("bench.quality")
 
 
@@ -236,12 +247,16 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
 def _print(results: dict) -> None:
     keys = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
     print(f"\n{results['dataset']}: {results.get('split', 'test')} split, {results['models'].get('sasrec', {}).get('users', '?')} users")
-    print("| model | " + " | ".join(keys) + " | steps |")
-    print("|---|" + "---:|" * (len(keys) + 1))
+    print("| model | " + " | ".join(keys) + " | top-1 share | coverage@20 | steps |")
+    print("|---|" + "---:|" * (len(keys) + 3))
     for name, m in results["models"].items():
-        print(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + f" | {m.get('steps') or ''} |")
-    for k, v in (results.get("ratio_recall@10_vs_sasrec") or {}).items():
-        print(f"{k}: recall@10 = {v:.2f}x SASRec")
+        collapse = " | ".join(f"{m[k]:.4f}" if k in m else "" for k in ("top1_share", "coverage"))
+        print(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + f" | {collapse} | {m.get('steps') or ''} |")
+    sas = results["models"].get("sasrec", {})
+    for k, m in results["models"].items():
+        if k.startswith("genrec") and sas.get("recall@10") and sas.get("ndcg@10"):
+            print(f"{k}: recall@10 = {m['recall@10'] / sas['recall@10']:.2f}x, "
+                  f"ndcg@10 = {m['ndcg@10'] / sas['ndcg@10']:.2f}x SASRec")
     print("wall seconds:", json.dumps(results.get("wall_seconds", {})))
 
 

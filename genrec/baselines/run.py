@@ -7,6 +7,8 @@
 - ``provenance.json`` config, seed, library versions, dataset checksums, model and split
 - ``train_log.jsonl`` one line per epoch plus a final line (SASRec)
 - ``model.pt``        best-validation weights, loadable with :func:`genrec.baselines.artifact.load_sasrec` (SASRec)
+- ``item_embeddings.npy`` the trained item table ``[items, hidden]`` in ``items.jsonl`` order (SASRec): a
+  behavior stream for the item tokenizer (``behavior.encoder=precomputed behavior.embeddings=...``)
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from genrec.baselines.artifact import (
     CHECKPOINT,
     CONFIG,
+    ITEM_EMBEDDINGS,
     METRICS,
     PROVENANCE,
     TRAIN_LOG,
@@ -64,6 +68,7 @@ def run_baseline(data: str | Path, model: str, out: str | Path, config: str | Pa
         else:
             res = train_sasrec(split, cfg, progress=progress, log_path=tmp / TRAIN_LOG)
             save_checkpoint(res.model, cfg, tmp / CHECKPOINT)
+            np.save(tmp / ITEM_EMBEDDINGS, res.model.item_embeddings())
             record = metrics_record(res.valid_metrics, res.test_metrics)
             seed = cfg.seed
             extra = {"best_epoch": res.best_epoch, "epochs_run": len(res.history),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -55,6 +56,8 @@ def test_sasrec_writes_log_and_loadable_checkpoint(successor_dir, tmp_path):
     assert log[-1]["test"] == metrics["test"]
     model, loaded = load_sasrec(out / "model.pt")
     assert loaded.hidden == 16 and model.num_items == 40
+    table = np.load(out / "item_embeddings.npy")  # the item table, usable as a behavior stream
+    assert table.shape == (40, 16) and np.allclose(table, model.item_embeddings())
     # The resolved config reproduces the run exactly.
     again = tmp_path / "again"
     assert cli.main(["baseline", "--data", str(successor_dir), "--model", "sasrec", "--out", str(again),

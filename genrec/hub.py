@@ -19,8 +19,10 @@ read it in about half a second.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,3 +227,18 @@ def _from_pretrained(auto: str, src: ModelSource, path: str, gguf: str | None, *
             f"could not load model {src.name!r}: it is not an embedded default ({embedded}) nor an existing "
             f"local path, and the Hugging Face hub could not provide it{offline}. Check the name, download "
             f"it on a connected machine and pass its directory, or use an embedded default. ({e})") from None
+
+
+@contextlib.contextmanager
+def quiet_load_report(quiet: bool = True) -> Iterator[None]:
+    """Silence transformers' load report (``quiet``), e.g. while loading a run whose extra
+    ``genrec_items`` weights it reports as unexpected: genrec loads those itself."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    if quiet:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)

@@ -163,7 +163,7 @@ class GenRecommender:
         from transformers import AutoTokenizer
 
         from genrec.encoders.item_adapter import attach_item_adapter, item_table, load_item_adapter
-        from genrec.hub import load_causal_lm
+        from genrec.hub import load_causal_lm, quiet_load_report
         from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer, stream_tables
 
         run = layout.require_loadable(run_dir)
@@ -187,7 +187,8 @@ class GenRecommender:
         streams = list(mcfg.get("item_embeddings") or [])
         table = item_table(stream_tables(itok, ds), streams) if streams else None
         if mode == "full":
-            model, _ = load_causal_lm(str(run), dtype=dtype, device=str(device))
+            with quiet_load_report(table is not None):  # its genrec_items keys are loaded below
+                model, _ = load_causal_lm(str(run), dtype=dtype, device=str(device))
             if table is not None:
                 load_item_adapter(model, table, run / layout.FULL_WEIGHTS)
         else:

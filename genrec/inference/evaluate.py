@@ -1,7 +1,7 @@
 """``genrec evaluate``: Recall/NDCG@K of a trained run under the baselines' protocol.
 
 Protocol: the leave-one-out split of :mod:`genrec.data.split` with the run's
-``tasks.max_history``; each user's history is rendered as the ``seqrec`` training prompt and
+``tasks.max_history``; each user's history is rendered as its serving prompt (that of training) and
 decoded by constrained beam search (``num_beams``, default 20) into a ranked list of up to 20
 distinct catalog items; :func:`genrec.metrics.ranking_metrics` scores the lists — the same
 function the baselines use, so the numbers are directly comparable with ``genrec baseline``'s

@@ -17,8 +17,10 @@ de-quantised base weights: the adapter was trained against the 4-bit NF4 weights
 differ slightly from the quantised training-time model; on CPU the float path is also the faster
 one. The auxiliary heads saved with the adapter are not needed and are not loaded.
 
-A request is rendered exactly as the ``seqrec`` training task renders it (first phrasing of
-:data:`genrec.tasks.prompts.TEMPLATES`, chat template, summary token), decoded by constrained
+A request is rendered exactly as training renders it (:func:`genrec.tasks.collate.history_prompt`:
+the ``seqrec`` task's first phrasing, or for a run trained on the ``sequence`` task its
+instruction followed by the history items, each closed by EOS; chat template, summary token;
+a run with history-item embeddings gets them added as in training), decoded by constrained
 beam search over the trie of the catalog (:mod:`genrec.generation`), and scored by
 ``log P(item tokens, EOS | prompt)`` (higher is better; results are sorted by it).
 

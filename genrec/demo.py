@@ -9,11 +9,10 @@ Stages, each cached under ``--out`` so a second run skips what is already there:
    k-means (``recipes/tokens_ml100k.yaml``; its default behavior encoder, DIN, trains for minutes
    more and, on the demo's short schedule, gave the recommender far weaker embeddings);
 4. train the genrec recommender that fits a CPU: a small LLaMA-architecture model from scratch
-   on the ``sequence`` task with a compact vocabulary and the behavior embeddings of the history
-   items in the prompt (``recipes/train_ml100k_tiny.yaml``, ``--tiny-epochs`` epochs, best
-   checkpoint by validation NDCG@10);
-5. QLoRA-fine-tune SmolLM2-135M on the same task and item embeddings
-   (``recipes/train_ml100k.yaml``, bounded by ``--train-steps``);
+   on the ``sequence`` task with a compact vocabulary (``recipes/train_ml100k_tiny.yaml``,
+   ``--tiny-epochs`` epochs, best checkpoint by validation NDCG@10);
+5. QLoRA-fine-tune SmolLM2-135M on the same task (``recipes/train_ml100k.yaml``, bounded by
+   ``--train-steps``);
 6. evaluate both with constrained beam search on seeded subsets of test users (``--eval-users``
    for the small model, ``--llm-eval-users`` for the slower LLM), the baselines re-scored on the
    same users, and print the tables plus recommendations for three users.
@@ -38,10 +37,9 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # The behavior stream of the demo's tokenizer: the SASRec baseline's item table (no DIN training).
 DEMO_TOKEN_OVERRIDES = ["behavior.encoder=precomputed", "behavior.din=null", "plots=true"]
 DEMO_SASREC_OVERRIDES = ["epochs=15", "patience=3"]
-# The LLM in the demo: the sequence task with the behavior embeddings in the prompt, as the small model.
+# The LLM in the demo: the sequence task, as the small model.
 DEMO_LLM_OVERRIDES = [("tasks.mix={seqrec: 0, item2index: 0, index2item: 0, fusion_titles: 0, fusion_next_title: 0, "
-                      "sequence: 1.0}"), "model.item_embeddings=[behavior]", "tasks.max_eval_examples=32",
-                      "training.early_stopping_patience=0"]
+                      "sequence: 1.0}"), "tasks.max_eval_examples=32", "training.early_stopping_patience=0"]
 
 
 def _run(argv: list[str]) -> None:

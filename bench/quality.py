@@ -16,7 +16,7 @@ Per dataset (``beauty``: p5 reader on ``../shared/datasets/beauty``; ``scientifi
   | variant | item index | what differs from the recipe |
   |---|---|---|
   | ``dual`` | semantic then behavior codes (EAGER-LLM) | nothing (the recipe) |
-  | ``dual_no_adapter`` | dual | no history-item embeddings |
+  | ``dual_adapter`` / ``dual_no_adapter`` | dual | history-item embeddings on / off (the recipes differ by dataset) |
   | ``dual_select_by_loss`` | dual | best checkpoint by validation loss |
   | ``dual_windows`` | dual | the recipe before the sequence task: SmolLM2 vocabulary, one example per window, 2 epochs, selection by loss |
   | ``dual_aux`` | dual | + global contrastive (both streams) + reconstruction |
@@ -61,11 +61,12 @@ DATASETS = {"beauty": ("p5", SHARED / "beauty"), "scientific": ("lcrec", SHARED 
 NO_AUX = "losses.weights={contrastive_semantic: 0, contrastive_behavior: 0, reconstruction_embedding: 0}"
 AUX = "losses.weights={contrastive_semantic: 0.1, contrastive_behavior: 0.1, reconstruction_embedding: 0.1}"
 NO_ADAPTER = "model.item_embeddings=[]"
+ADAPTER = "model.item_embeddings=[behavior]"
 # The recipe before the sequence task: SmolLM2's vocabulary, one example per window, selection by loss.
 WINDOWS = ["model.tokenizer=smollm2-135m", NO_ADAPTER, "tasks.mix={sequence: 0, seqrec: 1.0, item2index: 1.0}",
            "training.select_by=loss", "training.batch_size=32", "training.epochs=2", "training.eval_steps=500"]
 VARIANTS = {
-    "semantic": (["semantic"], [NO_AUX, NO_ADAPTER]),
+    "semantic": (["semantic"], [NO_AUX, NO_ADAPTER]),  # no behavior stream for the adapter
     "behavior": (["behavior"], [NO_AUX]),
     "dual": (["semantic", "behavior"], [NO_AUX]),
     "dual_aux": (["semantic", "behavior"], [AUX]),
@@ -73,6 +74,7 @@ VARIANTS = {
     "dual_behavior_first": (["behavior", "semantic"], [NO_AUX]),
     # one lever of the recipe off at a time
     "dual_no_adapter": (["semantic", "behavior"], [NO_AUX, NO_ADAPTER]),
+    "dual_adapter": (["semantic", "behavior"], [NO_AUX, ADAPTER]),
     "dual_select_by_loss": (["semantic", "behavior"], [NO_AUX, "training.select_by=loss"]),
     "dual_windows": (["semantic", "behavior"], [NO_AUX, *WINDOWS]),
     # ablation of the auxiliary terms (bench/ablation.py)
@@ -84,7 +86,7 @@ VARIANTS = {
     "dual_aux_init_mean": (["semantic", "behavior"], [AUX, "model.new_token_init=mean"]),
     "dual_aux_init_text": (["semantic", "behavior"], [AUX, "model.new_token_init=text"]),
 }
-QUALITY_VARIANTS = ["dual", "dual_no_adapter", "dual_windows"]
+QUALITY_VARIANTS = ["dual", "dual_adapter", "dual_windows"]
 log = logging.getLogger("bench.quality")
 
 

@@ -11,12 +11,13 @@ import pytest
 def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "genrec.cli", "demo", "--out", str(out), "--train-steps", "2",
-           "--eval-users", "8", "--num-beams", "5"]
+           "--tiny-epochs", "0.2", "--eval-users", "8", "--llm-eval-users", "4", "--num-beams", "5"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
     assert first.returncode == 0, first.stderr[-3000:]
-    for stage in ("1/5", "2/5", "3/5", "4/5", "5/5"):
+    for stage in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6"):
         assert f"=== {stage}" in first.stdout
-    assert "| genrec (ml100k-smollm2) | 8 |" in first.stdout and "| sasrec (sasrec) | 8 |" in first.stdout
+    assert "| genrec (ml100k-tiny) | 8 |" in first.stdout and "| sasrec (sasrec) | 8 |" in first.stdout
+    assert "| genrec (ml100k-smollm2) | 4 |" in first.stdout and "Note: in this budget" in first.stdout
     assert first.stdout.count("held-out next item:") == 3
     metrics = json.loads((out / "eval" / "metrics.json").read_text())["test"]
     assert metrics["invalid_rate"] == 0.0 and metrics["users"] == 8
@@ -24,4 +25,5 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     assert len(codes) == 1682
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("cached, skipping") == 6  # data, 2 baselines, tokenizer, training, evaluation
+    # data, 2 baselines, tokenizer, 2 trainings, 2 evaluations
+    assert second.stdout.count("cached, skipping") == 8

@@ -82,23 +82,26 @@ def _check_response(n_tokens: int, task: str, max_length: int) -> None:
 def render_sequence(example: Example, tokenizer: Any, summary_id: int, max_length: int,
                     use_chat_template: bool, index_ids: Any) -> Rendered:
     """A ``sequence`` example; ``index_ids(item) -> token ids`` of an item's index. Oldest items
-    are dropped while the example exceeds ``max_length``."""
+    are dropped (down to two) while the example exceeds ``max_length``; the layout is the one
+    :func:`serving_prompt` builds, so a served prompt is a prefix of it."""
     prompt = prompt_ids(tokenizer, example.prompt, summary_id, max_length, use_chat_template)
-    items = list(example.items)
-    segs = [list(index_ids(i)) + [tokenizer.eos_token_id] for i in items]
-    while len(segs) > 2 and len(prompt) + sum(len(s) for s in segs) > max_length:
-        segs, items = segs[1:], items[1:]
-    ids, labels = list(prompt), [IGNORE_INDEX] * len(prompt)
-    aux_pos, aux_targets = [], []
-    for j, seg in enumerate(segs):
-        if j:
-            aux_pos.append(len(ids) - 1)
-            aux_targets.append(items[j])
-        ids += seg
-        labels += seg if j else [IGNORE_INDEX] * len(seg)
-    last = item_last_positions(len(prompt), [seg[:-1] for seg in segs])
-    return Rendered(ids, labels, len(prompt) - 1, -1, example.task, tuple(aux_pos), tuple(aux_targets),
-                    tuple(last), tuple(items))
+    body = _recent_that_fit([list(index_ids(i)) for i in example.items], max_length - len(prompt), keep=2)
+    items = list(example.items)[len(example.items) - len(body):]
+    ids = sequence_prompt_ids(prompt, body, tokenizer.eos_token_id)
+    last = item_last_positions(len(prompt), body)
+    first_end = last[0] + 2 if last else len(ids)  # the first item (and its EOS) is context only
+    labels = [IGNORE_INDEX] * first_end + ids[first_end:]
+    # the state before each labelled item is the EOS closing the previous one
+    return Rendered(ids, labels, len(prompt) - 1, -1, example.task, tuple(p + 1 for p in last[:-1]),
+                    tuple(items[1:]), tuple(last), tuple(items))
+
+
+def _recent_that_fit(items: list[list[int]], room: int, keep: int) -> list[list[int]]:
+    """The most recent ``items`` (token ids, oldest first) whose tokens plus one EOS each fit in
+    ``room``; never fewer than ``keep`` (or all, when there are fewer)."""
+    while len(items) > keep and sum(len(h) + 1 for h in items) > room:
+        items = items[1:]
+    return items
 
 
 def render(example: Example, tokenizer: Any, summary_id: int, max_length: int = 512,
@@ -116,9 +119,10 @@ class Collator:
 
     Returns ``input_ids [B, L]``, ``attention_mask [B, L]``, ``labels [B, L]`` (``-100`` on prompt and
     padding), ``item_rows [I]`` / ``item_pos [I]`` / ``item_ids [I]`` (each history item of a
-    ``sequence`` example and the position of its last index token), and the auxiliary-loss rows: ``aux_rows [T]`` (batch row), ``aux_pos [T]`` (position
-    of the summary state) and ``aux_targets [T]`` (target item), one per example whose response
-    is an item index and one per labelled item of a ``sequence`` example.
+    ``sequence`` example and the position of its last index token), and the auxiliary-loss rows
+    ``aux_rows [T]`` (batch row), ``aux_pos [T]`` (position of the summary state) and
+    ``aux_targets [T]`` (target item): one per example whose response is an item index and one
+    per labelled item of a ``sequence`` example.
     """
 
     def __init__(self, pad_token_id: int) -> None:
@@ -136,11 +140,11 @@ class Collator:
             mask[b, :n] = 1
         rows, pos, targets = [], [], []
         for b, r in enumerate(batch):
-            if r.target >= 0:
-                rows.append(b), pos.append(r.summary_pos), targets.append(r.target)
-            rows += [b] * len(r.aux_pos)
-            pos += r.aux_pos
-            targets += r.aux_targets
+            # a window example's response is its target; a sequence example has one per labelled item
+            at, tg = ((r.summary_pos,), (r.target,)) if r.target >= 0 else (r.aux_pos, r.aux_targets)
+            rows += [b] * len(at)
+            pos += at
+            targets += tg
         item_rows = [b for b, r in enumerate(batch) for _ in r.item_pos]
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
                 "aux_rows": torch.tensor(rows, dtype=torch.long), "aux_pos": torch.tensor(pos, dtype=torch.long),
@@ -221,9 +225,7 @@ def serving_prompt(tokenizer: Any, summary_id: int, text: str, history_ids: Sequ
     head = prompt_ids(tokenizer, text, summary_id, max_prompt_tokens, use_chat_template)
     if history_ids is None:
         return head, []
-    items = [list(h) for h in history_ids]
-    while len(items) > 1 and len(head) + sum(len(h) + 1 for h in items) > max_prompt_tokens:
-        items = items[1:]
+    items = _recent_that_fit([list(h) for h in history_ids], max_prompt_tokens - len(head), keep=1)
     return sequence_prompt_ids(head, items, tokenizer.eos_token_id), item_last_positions(len(head), items)
 
 

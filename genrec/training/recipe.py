@@ -139,7 +139,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
                             data_collator=Collator(tok.pad_token_id), loss_weights=dict(cfg.losses.weights),
                             response_logits_only=t.response_logits_only, group_by_length=t.group_by_length,
                             ranker=None if t.select_by == "loss" else validation_ranker(cfg, split, tok, sid,
-                                                                                         builder.index),
+                                                                                         builder.index, codes),
                             callbacks=callbacks)
     trainer.train(resume_from_checkpoint=True if resume else None)
     if trainer.is_world_process_zero():
@@ -156,16 +156,17 @@ def _vocabulary_texts(examples: list[Any]) -> tuple[list[str], list[str]]:
     return always, [t for ex in examples for t in (ex.prompt, ex.response)]
 
 
-def validation_ranker(cfg: TrainConfig, split: Any, tok: Any, sid: int, index: list[str]) -> Any:
+def validation_ranker(cfg: TrainConfig, split: Any, tok: Any, sid: int, index: list[str],
+                      codes: list[list[str]]) -> Any:
     """The ranker of ``training.select_by``: ``training.ranking_users`` seeded validation users, their
     serving prompts (:func:`genrec.tasks.collate.history_prompt`) and the catalog trie."""
-    from genrec.generation import ItemTrie
+    from genrec.generation import ItemTrie, item_token_ids
     from genrec.tasks.collate import history_prompt
     from genrec.training.ranking import ValidationRanker
 
     rng = np.random.default_rng(cfg.seed + 1)
     users = np.sort(rng.permutation(len(split.valid))[: cfg.training.ranking_users])
-    ids = [tok(x, add_special_tokens=False)["input_ids"] for x in index]
+    ids = item_token_ids(codes, tok)
     trie = ItemTrie.from_sequences(ids, tok.eos_token_id, len(tok))
     prompts, items = [], []
     for u in users:

@@ -27,6 +27,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from genrec import run_dir as layout
 from genrec.errors import ConfigError
@@ -120,7 +121,8 @@ def main(args: argparse.Namespace) -> int:
                      "6/6 evaluation: the genrec recommender")
     _evaluate(llm_dir, data_dir, out / "eval_llm", args.llm_eval_users, args.num_beams, base_dirs, start,
               "6/6 evaluation: SmolLM2 QLoRA")
-    assert isinstance(tiny, GenRecommender)
+    if tiny is None:  # its evaluation was cached; the users below still need the model
+        tiny = GenRecommender.from_pretrained(tiny_dir, data_dir=data_dir, num_beams=args.num_beams)
     _show_users(tiny, data_dir, read_json(out / "eval" / "provenance.json")["user_indices"][:3])
     print(_budget_note(tiny_dir, llm_dir))
     print(f"\ndemo finished in {time.time() - start:.0f} s; outputs under {out}")
@@ -128,16 +130,18 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _evaluate(run_dir: Path, data_dir: Path, eval_dir: Path, users: int, beams: int, base_dirs: dict[str, Path],
-              start: float, title: str) -> object:
-    """Evaluate a run (cached when done on as many users) and print its comparison table."""
+              start: float, title: str) -> Any:
+    """Evaluate a run unless done on as many users already, and print its comparison table.
+    Returns the loaded recommender, or ``None`` when the evaluation was cached (nothing loaded)."""
     from genrec.inference.evaluate import evaluate_run
     from genrec.inference.recommender import GenRecommender
 
-    rec = GenRecommender.from_pretrained(run_dir, data_dir=data_dir, num_beams=beams)
+    rec = None
     cached = (eval_dir / "comparison.md").is_file() and \
         read_json(eval_dir / "provenance.json").get("config", {}).get("max_users") == users
     if _stage(f"{title} ({beams} beams) on {users} test users", cached, start):
         print(flush=True)
+        rec = GenRecommender.from_pretrained(run_dir, data_dir=data_dir, num_beams=beams)
         evaluate_run(run_dir, data_dir, "test", num_beams=beams, max_users=users, seed=0, out=eval_dir,
                      baselines=[base_dirs["pop"], base_dirs["sasrec"]], recommender=rec)
     print()

@@ -63,16 +63,14 @@ def measure(data: str, tokenizer: str, vocab: str, task: str, steps: int, batch_
     model, tok, _ = build_model(cfg, itok.tokens, None, seed, None, texts)
     sid = tok.convert_tokens_to_ids(SUMMARY_TOKEN)
     data_set = RenderedExamples(examples, tok, sid, 320, False, builder.index)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(data_set))
-    if task == "sequence":  # length-grouped batches, as genrec train's sampler makes them
-        chunk = order[: batch_size * (steps + 2)]
-        lengths = np.asarray(data_set.lengths())[chunk]
-        order = chunk[np.argsort(-lengths, kind="stable")]
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        rng.shuffle(batches)
+    if task == "sequence":  # length-grouped batches: the sampler genrec train uses (GenRecTrainer)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        order = np.fromiter(LengthGroupedSampler(batch_size, lengths=data_set.lengths(),
+                                                 generator=torch.Generator().manual_seed(seed)), dtype=np.int64)
     else:
-        batches = [order[i:i + batch_size] for i in range(0, batch_size * (steps + 2), batch_size)]
+        order = np.random.default_rng(seed).permutation(len(data_set))
+    batches = [order[i:i + batch_size] for i in range(0, batch_size * (steps + 2), batch_size)]
     collate = Collator(tok.pad_token_id)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()

@@ -7,7 +7,10 @@
 Per dataset (``beauty``: p5 reader on ``../shared/datasets/beauty``; ``scientific``: lcrec reader on
 ``../shared/datasets/scientific``), everything on the same leave-one-out split:
 
-- ``sasrec``: the full-softmax SASRec baseline (``recipes/baseline_sasrec_beauty.yaml`` settings);
+- ``sasrec_id`` and ``sasrec_text``: the full-softmax SASRec baseline (``recipes/baseline_sasrec_beauty.yaml``
+  settings) with ID item embeddings, and with ``item_embeddings=text+id`` on the tokenizer recipe's
+  semantic text encoder; ``sasrec``, the yardstick of the ratios, is the one with the better
+  validation NDCG@10;
 - ``pop``: popularity;
 - genrec variants, each a model trained from scratch with ``recipes/train_<dataset>_tiny.yaml``
   (a 4-layer, 128-wide LLaMA-architecture model; override with ``train.KEY=VALUE``), differing
@@ -148,25 +151,25 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
         _timed(results, "prepare", lambda: _cli(argv_data))
     results["stats"] = read_json(data / "stats.json")
 
-    base = {"pop": out / "pop", "sasrec": out / "sasrec"}
-    background: tuple[subprocess.Popen, float, Path, int] | None = None
+    # Two SASRecs: item IDs, and text+id item tables from the tokenizer recipe's semantic text encoder
+    # (same embedding cache). The `sasrec` row genrec is measured against is the one with the better
+    # validation NDCG@10.
+    base = {"pop": out / "pop", "sasrec_id": out / "sasrec", "sasrec_text": out / "sasrec_text"}
+    text_model = _semantic_model(ROOT / "recipes" / f"tokens_{args.dataset}.yaml", tok_over)
+    background: list[list[str]] = []
     for name, bdir in base.items():
         if not (bdir / "metrics.json").is_file():
             sas = "baseline_sasrec_ml100k.yaml" if args.dataset == "ml100k" else "baseline_sasrec_beauty.yaml"
             extra = ["--config", str(ROOT / "recipes" / sas), f"seed={args.seed}", *sas_over] \
-                if name == "sasrec" else []
-            argv_base = ["baseline", "--data", str(data), "--model", name, "--out", str(bdir), *extra]
-            if name == "sasrec" and args.background_baseline:
-                log_path = out / "sasrec.log"
-                log.info("$ genrec %s  (background, 1 thread, log %s)", " ".join(argv_base), log_path)
-                with log_path.open("w") as fh:
-                    proc = subprocess.Popen([sys.executable, "-m", "genrec.cli", *argv_base, "num_threads=1"],
-                                            stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
-                                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-                background = (proc, time.time(), log_path, torch.get_num_threads())
-                torch.set_num_threads(max(1, background[3] - 1))
+                if name.startswith("sasrec") else []
+            if name == "sasrec_text":
+                extra += ["item_embeddings=text+id", f"text.model={text_model}"]
+            argv_base = ["baseline", "--data", str(data), "--model", name.split("_")[0], "--out", str(bdir), *extra]
+            if name.startswith("sasrec") and args.background_baseline:
+                background.append(argv_base)
             else:
                 _timed(results, name, lambda a=argv_base: _cli(a))
+    bg = _start_background(background, out / "sasrec.log") if background else None
 
     toks = out / "tokenizers"
     recipe = ROOT / "recipes" / f"tokens_{args.dataset}.yaml"
@@ -203,22 +206,27 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
                 ["train", "--config", train_recipe, *r, f"data={data}",
                  f"tokenizer={t}", f"output_dir={runs}", f"name={v}", f"seed={args.seed}",
                  f"training.max_steps={args.max_steps}", *e, *train_over]))
-    if background is not None:
-        proc, started, log_path, threads = background
-        log.info("waiting for the background SASRec run (log %s)", log_path)
+    if bg is not None:
+        proc, started, log_path, threads = bg
+        log.info("waiting for the background SASRec runs (log %s)", log_path)
         if proc.wait():
             raise SystemExit(f"the background SASRec run failed (exit {proc.returncode}); see {log_path}")
-        # its own duration: metrics.json is its last write
-        results.setdefault("wall_seconds", {})["sasrec"] = round(
-            (base["sasrec"] / "metrics.json").stat().st_mtime - started, 1)
+        for name in ("sasrec_id", "sasrec_text"):  # their own durations: metrics.json is each run's last write
+            done = (base[name] / "metrics.json").stat().st_mtime
+            results.setdefault("wall_seconds", {})[name] = round(done - started, 1)
+            started = done
         torch.set_num_threads(threads)
+    valid = {n: read_json(base[n] / "metrics.json")["valid"]["ndcg@10"] for n in ("sasrec_id", "sasrec_text")}
+    results["sasrec_chosen"] = max(valid, key=valid.get)  # by validation NDCG@10, never by test
+    base["sasrec"] = base[results["sasrec_chosen"]]
+    log.info("SASRec yardstick: %s (validation NDCG@10 %s)", results["sasrec_chosen"], valid)
     for variant in args.variants:
         run = runs / variant
         ev = out / f"eval_{split}" / variant
         if not (ev / "metrics.json").is_file():
             _timed(results, f"eval_{variant}", lambda r=run, e=ev: evaluate_run(
                 r, data, split, num_beams=args.num_beams, max_users=args.eval_users or None, seed=args.seed,
-                out=e, baselines=[base["pop"], base["sasrec"]]))
+                out=e, baselines=[base["pop"], base["sasrec_id"], base["sasrec_text"]]))
         evals[variant] = read_json(ev / "metrics.json")[split]
         ckpts = list((run / "checkpoints").glob("checkpoint-*")) if (run / "checkpoints").is_dir() else []
         last = max(ckpts, key=lambda p: int(p.name.split("-")[1])) if ckpts else None
@@ -244,6 +252,31 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     if args.json:
         write_json(Path(args.json), results)
     return 0
+
+
+def _semantic_model(recipe: Path, tok_over: list[str]) -> str:
+    """The semantic stream's text model of a tokenizer recipe (after ``tokens.`` overrides)."""
+    import yaml
+
+    model = ((yaml.safe_load(recipe.read_text()) or {}).get("semantic") or {}).get("text", {}) or {}
+    model = model.get("model", "smollm2-135m")
+    for o in tok_over:
+        if o.startswith("semantic.text.model="):
+            model = o.split("=", 1)[1]
+    return model
+
+
+def _start_background(commands: list[list[str]], log_path: Path) -> tuple[subprocess.Popen, float, Path, int]:
+    """Run ``genrec`` commands one after another in a child process on one CPU thread."""
+    script = "import sys; from genrec.cli import main\nfor argv in %r:\n    rc = main(argv)\n    if rc: sys.exit(rc)" \
+        % [[*a, "num_threads=1"] for a in commands]
+    log.info("background (1 thread, log %s): %s", log_path, "; ".join("genrec " + " ".join(a) for a in commands))
+    with log_path.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - 1))
+    return proc, time.time(), log_path, threads
 
 
 def _print(results: dict) -> None:

@@ -71,7 +71,9 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
                    help='attribute filter, e.g. \'{"categories": "Comedy"}\' (see docs/serving.md)')
     p.add_argument("--instruction", default=None, help="custom prompt text ({history} = the history's indices)")
     p.add_argument("--num-beams", type=int, default=None, help="beam width (default max(20, k))")
-    p.add_argument("--data", default=None, help="dataset directory, when the one recorded in the run has moved")
+    p.add_argument("--data", default=None,
+                   help="dataset directory whose items to serve (default: the run's catalog.jsonl; needed only "
+                        "for runs written without one whose recorded dataset has moved)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--json", action="store_true", help='print a JSON list of {"item_id", "title", "score"}')
     p.set_defaults(handler="genrec.inference.recommender:main")
@@ -86,11 +88,23 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=256,
                    help="requests allowed to wait for the model; more are answered 503 (default 256, 0: no limit)")
     p.add_argument("--num-beams", type=int, default=20, help="default beam width (default 20)")
-    p.add_argument("--data", default=None, help="dataset directory, when the one recorded in the run has moved")
+    p.add_argument("--data", default=None,
+                   help="dataset directory whose items to serve (default: the run's catalog.jsonl; needed only "
+                        "for runs written without one whose recorded dataset has moved)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0: torch's choice; 1 is often fastest on a busy CPU)")
     p.set_defaults(handler="genrec.inference.http:main")
+
+    p = sub.add_parser("export", help="write a self-contained copy of a run (merged weights or adapter + base "
+                                      "reference, tokenizer, item codes, catalog, model card)")
+    p.add_argument("run", help="run directory written by `genrec train`")
+    p.add_argument("--out", required=True, help="new output directory (must not exist)")
+    p.add_argument("--merge", action="store_true",
+                   help="merge LoRA into the base weights (QLoRA: into the dequantized 4-bit base); loadable by "
+                        "plain transformers")
+    p.add_argument("--data", default=None, help="dataset directory, for runs written without catalog.jsonl")
+    p.set_defaults(handler="genrec.inference.export:main")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(handler="genrec.training.recipe:main")
 
+    p = sub.add_parser("align", help="preference-align a trained run (DPO or GRPO through trl)")
+    p.add_argument("--config", required=True, help="recipe YAML (see recipes/align_*.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. run=runs/NAME method=grpo")
+    p.set_defaults(handler="genrec.training.align.recipe:main")
+
     _add_inference(sub)
+
+    p = sub.add_parser("compare", help="runs, evaluations and baselines side by side: one table and charts")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="`genrec train` run, `genrec evaluate` output or `genrec baseline` output directories")
+    p.add_argument("--out", required=True, help="output directory (comparison.md, metrics.png, loss_curves.png)")
+    p.set_defaults(handler="genrec.inference.compare:main")
 
     p = sub.add_parser("demo", help="run the end-to-end demo on the embedded default")
     p.add_argument("--out", default="runs/demo", help="output directory (stages found complete there are reused)")
@@ -155,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from genrec.hub import route_library_noise
+
+    route_library_noise(args.verbose)
     module_name, func_name = args.handler.split(":")
     try:
         func = getattr(importlib.import_module(module_name), func_name)

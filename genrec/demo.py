@@ -43,6 +43,11 @@ DEMO_LLM_OVERRIDES = [("tasks.mix={seqrec: 0, item2index: 0, index2item: 0, fusi
                       "sequence: 1.0}"), "tasks.max_eval_examples=32", "training.early_stopping_patience=0"]
 
 
+def _distill(teacher: Path) -> list[str]:
+    """Recipe overrides that distil the SASRec baseline's item distribution into a genrec model."""
+    return ["losses.weights.distill=1.0", f"losses.distill_teacher={teacher}"]
+
+
 def _run(argv: list[str]) -> None:
     from genrec.cli import main as cli_main
 
@@ -107,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
     if _stage(f"4/6 genrec recommender: small LLaMA from scratch, {args.tiny_epochs} epochs",
               layout.is_finished(tiny_dir), start):
         _run(["train", "--config", str(_recipe("train_ml100k_tiny.yaml")), *common, f"name={tiny_dir.name}",
-              f"training.epochs={args.tiny_epochs}"])
+              f"training.epochs={args.tiny_epochs}", *_distill(base_dirs["sasrec"])])
     if _stage(f"5/6 QLoRA fine-tuning of SmolLM2-135M ({args.train_steps} steps)",
               layout.is_finished(llm_dir), start):
         steps = args.train_steps

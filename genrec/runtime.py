@@ -1,5 +1,6 @@
-"""Process-level compute settings: torch CPU threads (for a block, or for the process with
-``--threads``) and glibc heap reuse for allocation-heavy CPU training."""
+"""Process-level compute settings: the torch device (``auto`` / ``cpu`` / ``cuda[:N]``), torch CPU
+threads (for a block, or for the process with ``--threads``) and glibc heap reuse for
+allocation-heavy CPU training."""
 
 from __future__ import annotations
 
@@ -7,8 +8,48 @@ import contextlib
 import ctypes
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
+
+from genrec.errors import ConfigError
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """The torch device a ``device:`` setting names, checked to exist on this machine.
+
+    ``auto`` (or ``None``) is CUDA when a GPU is visible (this process's GPU, ``LOCAL_RANK``, under
+    ``accelerate launch`` / ``torchrun``), else the CPU. ``cpu``, ``cuda``, ``cuda:N`` and ``mps``
+    are taken as given; one this machine lacks raises :class:`~genrec.errors.ConfigError`.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {device!r} is not a device name; use {DEVICE_CHOICES}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for CUDA, but this torch sees no CUDA GPU "
+                              f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
+                              "use device=cpu or device=auto, or install a CUDA build of torch")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device {device!r}: this machine has {count} CUDA GPU(s) "
+                              f"(cuda:0 .. cuda:{count - 1})")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"device {device!r}: MPS is not available here; use device=cpu or device=auto")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported; use {DEVICE_CHOICES}")
+    return dev
 
 
 def resolve_threads(num_threads: int) -> int:
@@ -75,3 +116,50 @@ def reuse_freed_memory() -> Iterator[None]:
             mallopt(m_mmap_threshold, 32 << 20)
             mallopt(m_trim_threshold, 64 << 20)
             malloc_trim(0)
+
+
+# --------------------------------------------------------------------------- data-parallel ranks
+class Ranks:
+    """This process's place among the processes of an ``accelerate launch`` / ``torchrun`` job.
+
+    A plain ``python`` / ``genrec`` process is rank 0 of 1 and never touches ``torch.distributed``;
+    under a launcher (``WORLD_SIZE > 1``) accelerate's ``PartialState`` joins the process group
+    (NCCL on GPUs, gloo on CPUs). Work is split by :meth:`mine`, results come back with
+    :meth:`gather` (every rank receives all of them) and only :attr:`is_main` writes files.
+    """
+
+    def __init__(self) -> None:
+        self.rank, self.world = 0, 1
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            # accelerate's multi-GPU launch on a machine without GPUs: say so, or PartialState
+            # would treat each process as alone; cpu=True joins them over gloo instead.
+            state = PartialState(cpu=not torch.cuda.is_available())
+            self.rank, self.world = state.process_index, state.num_processes
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def mine(self, n: int) -> list[int]:
+        """The chunk numbers ``0 .. n-1`` this rank works on: round robin, so every chunk (a batch
+        of the single-process run) is computed exactly as it is by one process."""
+        return list(range(self.rank, n, self.world))
+
+    def gather(self, obj: Any) -> list[Any]:
+        """``[obj of rank 0, obj of rank 1, ...]`` on every rank (pickled; ``[obj]`` alone)."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here (a no-op alone)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()

@@ -18,7 +18,7 @@ import yaml
 
 from genrec.config import from_dict, to_dict
 from genrec.data.dataset import Dataset
-from genrec.data.split import leave_one_out, subset
+from genrec.data.split import hold_out_items, leave_one_out, subset
 from genrec.encoders.sasrec import SASRec, SASRecConfig, evaluate_sasrec
 from genrec.errors import DataError
 from genrec.io import read_json
@@ -32,9 +32,14 @@ CHECKPOINT = "model.pt"
 ITEM_EMBEDDINGS = "item_embeddings.npy"  # SASRec: its item table [N, H], items.jsonl order
 
 
-def metrics_record(valid: dict[str, float], test: dict[str, float]) -> dict[str, dict[str, float]]:
-    """The ``metrics.json`` shape: exactly :data:`~genrec.metrics.METRIC_KEYS` per split."""
-    return {"valid": {k: float(valid[k]) for k in METRIC_KEYS}, "test": {k: float(test[k]) for k in METRIC_KEYS}}
+def metrics_record(valid: dict[str, float], test: dict[str, float],
+                   test_cold: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
+    """The ``metrics.json`` shape: exactly :data:`~genrec.metrics.METRIC_KEYS` per split, plus
+    ``test_cold`` (with its ``users`` count) under the cold-start protocol."""
+    record = {"valid": {k: float(valid[k]) for k in METRIC_KEYS}, "test": {k: float(test[k]) for k in METRIC_KEYS}}
+    if test_cold is not None:
+        record["test_cold"] = {**{k: float(test_cold[k]) for k in METRIC_KEYS}, "users": int(test_cold["users"])}
+    return record
 
 
 def read_provenance(baseline_dir: str | Path) -> dict:
@@ -54,8 +59,10 @@ def save_checkpoint(model: SASRec, cfg: SASRecConfig, path: str | os.PathLike) -
 def load_sasrec(path: str | os.PathLike) -> tuple[SASRec, SASRecConfig]:
     """Rebuild a model saved by :func:`save_checkpoint` (in eval mode)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = SASRecConfig(**ckpt["config"])
-    model = SASRec(ckpt["num_items"], cfg.hidden, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len)
+    cfg = from_dict(SASRecConfig, ckpt["config"])
+    model = SASRec(ckpt["num_items"], cfg.hidden, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len,
+                   item_embeddings=cfg.item_embeddings, text_features=ckpt["state_dict"].get("text_adapter.features"),
+                   adapter_hidden=cfg.adapter_hidden)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), cfg
 
@@ -77,6 +84,8 @@ def rescore(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",
     if model == "pop":
         cfg = from_dict(PopularityConfig, yaml.safe_load((bdir / CONFIG).read_text(encoding="utf-8")))
         sp = leave_one_out(ds, cfg.max_len)
+        if cfg.cold_items:
+            sp, _ = hold_out_items(sp, cfg.cold_items, cfg.cold_seed)
         valid_counts, test_counts = fit_counts(sp, cfg)
         counts = test_counts if split == "test" else valid_counts
         return evaluate_counts(counts, subset(getattr(sp, split), user_indices), cfg, desc=f"pop {split}",
@@ -84,6 +93,8 @@ def rescore(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",
     if model == "sasrec":
         net, cfg = load_sasrec(bdir / CHECKPOINT)
         sp = leave_one_out(ds, cfg.max_len)
+        if cfg.cold_items:
+            sp, _ = hold_out_items(sp, cfg.cold_items, cfg.cold_seed)
         return evaluate_sasrec(net, subset(getattr(sp, split), user_indices), cfg, desc=f"sasrec {split}",
                                progress=progress)
     raise DataError(f"{bdir} is not a `genrec baseline` output (provenance.json names model {model!r}, expected "

@@ -33,8 +33,12 @@ class PopularityConfig:
     test_counts: str = "train"  # "train" or "train+valid": interactions counted for the test ranking
     exclude_history: bool = False  # remove the user's history items from the ranking
     eval_batch_size: int = 1024  # users ranked at once
+    cold_items: float = 0.0  # share of items held out of training entirely (cold-start evaluation; 0 = off)
+    cold_seed: int = 0  # which items are held out (the same seed holds out the same items in every baseline)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.cold_items < 1.0:
+            raise ValueError(f"cold_items must be in [0, 1) (share of items held out), got {self.cold_items}")
         if self.test_counts not in TEST_COUNTS:
             raise ValueError(f"test_counts must be one of {TEST_COUNTS}, got {self.test_counts!r}")
         if self.max_len < 1 or self.eval_batch_size < 1:
@@ -92,3 +96,13 @@ def evaluate_popularity(split: Split, cfg: PopularityConfig, progress: bool = Tr
     log.info("popularity: valid recall@10 %.4f ndcg@10 %.4f | test recall@10 %.4f ndcg@10 %.4f",
              valid["recall@10"], valid["ndcg@10"], test["recall@10"], test["ndcg@10"])
     return PopularityResult(valid, test, valid_counts, test_counts)
+
+
+def cold_popularity(full: Split, cold: np.ndarray) -> np.ndarray:
+    """Counts ``[N]`` for the cold-start reference "popularity among cold items": each held-out
+    item's interactions in the full training prefixes plus the validation targets (interactions no
+    model trains on), every other item 0. Ranking by them recommends the new items only, most
+    bought first: it knows which items are new and how often they were bought, which no model is
+    told, so it is a demanding reference rather than a floor."""
+    counts = item_counts(full.train, full.num_items) + np.bincount(full.valid.targets, minlength=full.num_items)
+    return np.where(cold, counts, 0).astype(np.int64)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from genrec.data.columnar import Interactions, group_columns
 from genrec.errors import DataError
 from genrec.io import atomic_dir, provenance, read_json, write_json
 
@@ -74,7 +75,7 @@ class RawData:
     cleaning counts (e.g. k-core removals) into ``stats.json``.
     """
 
-    interactions: list[tuple[str, str, float | None]]
+    interactions: list[tuple[str, str, float | None]] | Interactions  # rows, or columns for large sources
     items: dict[str, Item] | None
     format: str
     inputs: list[str]
@@ -122,10 +123,11 @@ class Dataset:
         with atomic_dir(out_dir) as tmp:
             with open(tmp / "items.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(asdict(it), ensure_ascii=False) + "\n" for it in self.items)
+            ids = [it.item_id for it in self.items]
             with open(tmp / "sequences.jsonl", "w", encoding="utf-8") as f:
                 for u, (user, seq) in enumerate(zip(self.users, self.sequences)):
-                    ts = None if self.timestamps is None else [_num(t) for t in self.timestamps[u]]
-                    rec = {"user_id": user, "items": [self.items[i].item_id for i in seq], "timestamps": ts}
+                    ts = None if self.timestamps is None else _json_times(self.timestamps[u])
+                    rec = {"user_id": user, "items": [ids[i] for i in seq.tolist()], "timestamps": ts}
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             write_json(tmp / "stats.json", self.stats)
             write_json(tmp / "manifest.json", self.manifest)
@@ -162,6 +164,13 @@ def _num(x: float) -> float | int:
     return int(x) if float(x).is_integer() else float(x)
 
 
+def _json_times(ts: np.ndarray) -> list[float | int]:
+    """``[_num(t) for t in ts]``, at array speed when every time is a whole number of seconds."""
+    if np.all(np.abs(ts) < 2**53) and np.all(ts == np.trunc(ts)):
+        return ts.astype(np.int64).tolist()
+    return [_num(t) for t in ts.tolist()]
+
+
 def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -184,9 +193,61 @@ def build_dataset(raw: RawData, *, source: str = "", strict: bool = False, min_u
       valid and test) are dropped and counted;
     - items without any text keep their id as title, counted;
     - items never interacted with (after the above) are dropped unless ``keep_cold_items``.
-    Each non-zero count is also logged as a one-line warning.
+    Each non-zero count is also logged as a one-line warning. Columnar interactions
+    (:class:`~genrec.data.columnar.Interactions`) follow the same rules with array sorts.
     """
     counts: dict[str, int] = dict(raw.counts)
+    items = raw.items
+    if isinstance(raw.interactions, Interactions):
+        users, codes, times, splits, used = group_columns(raw.interactions, items, strict=strict,
+                                                          min_user_interactions=min_user_interactions, counts=counts)
+        has_ts = times is not None
+        stamps = np.split(times, splits) if times is not None else None
+    else:
+        users, ordered, stamps, used = _group_rows(raw, strict, min_user_interactions, counts)
+        has_ts = stamps is not None
+    if items is None:
+        items = {i: Item(item_id=i) for i in sorted(used)}
+    catalog = [it for iid, it in items.items() if keep_cold_items or iid in used]
+    counts["items_without_interactions_dropped"] = len(items) - len(catalog)
+    no_text = 0
+    for it in catalog:
+        if not it.has_text():
+            it.title = it.item_id
+            no_text += 1
+    counts["items_without_text"] = no_text
+
+    index = {it.item_id: i for i, it in enumerate(catalog)}
+    if isinstance(raw.interactions, Interactions):
+        to_index = np.asarray([index.get(i, -1) for i in raw.interactions.item_ids], dtype=np.int64)
+        sequences = np.split(to_index[codes], splits)
+    else:
+        sequences = [np.asarray([index[i] for i in seq], dtype=np.int64) for seq in ordered]
+    n_inter = int(sum(len(s) for s in sequences))
+    lengths = np.asarray([len(s) for s in sequences])
+    stats: dict[str, Any] = {
+        "users": len(users), "items": len(catalog), "interactions": n_inter,
+        "avg_sequence_length": round(float(lengths.mean()), 4),
+        "max_sequence_length": int(lengths.max()),
+        "density": round(n_inter / (len(users) * max(len(catalog), 1)), 8),
+        "format": raw.format,
+        **counts,
+    }
+    for key, value in counts.items():
+        if value:
+            log.warning("%s: %d", key.replace("_", " "), value)
+    manifest = provenance(config=config or {}, inputs=input_checksums or {})
+    manifest.update({"format": raw.format, "source": source, "filters": {
+        "min_user_interactions": min_user_interactions, "keep_cold_items": keep_cold_items,
+        "strict": strict, **raw.filters}})
+    return Dataset(items=catalog, users=users, sequences=sequences,
+                   timestamps=[np.asarray(s, dtype=np.float64) for s in stamps] if has_ts else None,
+                   stats=stats, manifest=manifest)
+
+
+def _group_rows(raw: RawData, strict: bool, min_user_interactions: int, counts: dict[str, int]
+                ) -> tuple[list[str], list[list[str]], list[list[float]] | None, set[str]]:
+    """Row-list grouping of :func:`build_dataset`: users, their item ids in time order, times, used ids."""
     items = raw.items
     by_user: dict[str, list[tuple[float | None, int, str]]] = {}
     unknown = 0
@@ -224,38 +285,4 @@ def build_dataset(raw: RawData, *, source: str = "", strict: bool = False, min_u
     if not users:
         raise DataError(f"no user has at least {min_user_interactions} interactions after cleaning; "
                         "check the input files and the column mapping")
-
-    used = {i for seq in ordered for i in seq}
-    if items is None:
-        items = {i: Item(item_id=i) for i in sorted(used)}
-    catalog = [it for iid, it in items.items() if keep_cold_items or iid in used]
-    counts["items_without_interactions_dropped"] = len(items) - len(catalog)
-    no_text = 0
-    for it in catalog:
-        if not it.has_text():
-            it.title = it.item_id
-            no_text += 1
-    counts["items_without_text"] = no_text
-
-    index = {it.item_id: i for i, it in enumerate(catalog)}
-    sequences = [np.asarray([index[i] for i in seq], dtype=np.int64) for seq in ordered]
-    n_inter = int(sum(len(s) for s in sequences))
-    lengths = np.asarray([len(s) for s in sequences])
-    stats: dict[str, Any] = {
-        "users": len(users), "items": len(catalog), "interactions": n_inter,
-        "avg_sequence_length": round(float(lengths.mean()), 4),
-        "max_sequence_length": int(lengths.max()),
-        "density": round(n_inter / (len(users) * max(len(catalog), 1)), 8),
-        "format": raw.format,
-        **counts,
-    }
-    for key, value in counts.items():
-        if value:
-            log.warning("%s: %d", key.replace("_", " "), value)
-    manifest = provenance(config=config or {}, inputs=input_checksums or {})
-    manifest.update({"format": raw.format, "source": source, "filters": {
-        "min_user_interactions": min_user_interactions, "keep_cold_items": keep_cold_items,
-        "strict": strict, **raw.filters}})
-    return Dataset(items=catalog, users=users, sequences=sequences,
-                   timestamps=[np.asarray(s) for s in stamps] if has_ts else None,
-                   stats=stats, manifest=manifest)
+    return users, ordered, stamps if has_ts else None, {i for seq in ordered for i in seq}

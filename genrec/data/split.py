@@ -97,3 +97,30 @@ def sample_users(n: int, max_users: int | None, seed: int) -> np.ndarray:
     if max_users < 1:
         raise ConfigError(f"max_users must be >= 1, got {max_users}")
     return np.sort(np.random.default_rng(seed).choice(n, size=max_users, replace=False)).astype(np.int64)
+
+
+def hold_out_items(split: Split, share: float, seed: int) -> tuple[Split, np.ndarray]:
+    """Cold-start protocol: a seeded ``share`` of the catalog never reaches training.
+
+    Every interaction with a held-out item is removed from the training prefixes and from the
+    validation and test *histories*; validation and test *targets* are kept, so the test users
+    whose target is held out (``cold[split.test.targets]``) measure recommendation of items no
+    model has seen an interaction with. Returns the new split and ``cold`` ``[N]`` bool.
+    """
+    if not 0.0 < share < 1.0:
+        raise ConfigError(f"cold_items must be in (0, 1) (the share of items held out), got {share}")
+    rng = np.random.default_rng(seed)
+    cold = np.zeros(split.num_items, dtype=bool)
+    cold[rng.choice(split.num_items, size=max(1, round(share * split.num_items)), replace=False)] = True
+
+    def keep(seq: np.ndarray) -> np.ndarray:
+        return seq[~cold[seq]]
+
+    # Histories are rebuilt from the full prefixes (s[:-2], then s[:-1]) rather than from the cut ones,
+    # so a history keeps max_history items when the user has that many warm ones.
+    valid = EvalSet(split.valid.users, [keep(p)[-split.max_history:] for p in split.train], split.valid.targets)
+    test_hist = [np.concatenate([p, [t]]) for p, t in zip(split.train, split.valid.targets)]
+    test = EvalSet(split.test.users, [keep(h)[-split.max_history:] for h in test_hist], split.test.targets)
+    out = Split(num_items=split.num_items, max_history=split.max_history, train=[keep(p) for p in split.train],
+                valid=valid, test=test)
+    return out, cold

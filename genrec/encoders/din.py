@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +44,12 @@ from tqdm.auto import tqdm
 
 from genrec.config import to_dict
 from genrec.data.split import EvalSet, Split
-from genrec.encoders.fit import fit
+from genrec.encoders.fit import fit, write_curves
 from genrec.errors import ConfigError, DataError
 from genrec.io import atomic_dir, provenance, write_json
 from genrec.metrics import evaluate_scores
-from genrec.runtime import reuse_freed_memory, torch_threads
+from genrec.runtime import resolve_device, reuse_freed_memory, torch_threads
+from genrec.tracking import check_report_to
 
 # Rows (history position x candidate item) per chunk of full-catalog scoring; bounds memory
 # at roughly ROW_BUDGET * attention_hidden[0] * 4 bytes * a few activations.
@@ -76,6 +78,8 @@ class DINConfig:
     eval_users: int = 2000  # validation users sampled (once, seeded) for early stopping; 0 = all
     seed: int = 42  # seeds initialisation, shuffling, negatives and dropout
     num_threads: int = 0  # torch CPU threads while training; 0 = leave torch's default (all cores)
+    report_to: str = "none"  # per-epoch curves to: none | tensorboard | wandb | mlflow (genrec.tracking)
+    device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:N
 
     def __post_init__(self) -> None:
         for key in ("dim", "max_history", "num_negatives", "batch_size", "epochs", "patience"):
@@ -93,6 +97,7 @@ class DINConfig:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_report_to(self.report_to)
         if not self.lr > 0 or self.weight_decay < 0:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, "
                              f"weight_decay={self.weight_decay}")
@@ -198,16 +203,16 @@ class DIN(nn.Module):
         The activation unit sees only the (history item, target item) pair, so its logits are
         computed once per distinct history item of the batch (``[U, N]``) and gathered per user.
         """
-        hist = torch.as_tensor(np.asarray(histories), dtype=torch.long) + 1
         items = self.emb.weight[1:]  # [N, d]
+        hist = torch.as_tensor(np.asarray(histories), dtype=torch.long, device=items.device) + 1
         n = len(items)
         uniq, inv = torch.unique(hist, return_inverse=True)  # inv: [B, L] rows of `pair`
         hu = self.emb(uniq)
-        pair = torch.empty(len(uniq), n)
+        pair = items.new_empty(len(uniq), n)
         step = max(1, ROW_BUDGET // len(uniq))
         for i in range(0, n, step):
             pair[:, i:i + step] = self._attention(hu, items[i:i + step], None)
-        out = torch.empty(len(hist), n)
+        out = items.new_empty(len(hist), n)
         step = max(1, ROW_BUDGET // (4 * users_per_chunk))  # head rows per chunk: users x items
         for s in range(0, len(hist), users_per_chunk):
             hb, ib = hist[s:s + users_per_chunk], inv[s:s + users_per_chunk]
@@ -255,7 +260,11 @@ def evaluate_din(model: DIN, data: EvalSet, max_history: int, progress: bool = F
 
 
 def train_din(split: Split, cfg: DINConfig, progress: bool = True, log_path: Path | None = None) -> DINResult:
-    """Train DIN on ``split``'s training windows with sampled softmax; early-stop on valid NDCG@10."""
+    """Train DIN on ``split``'s training windows with sampled softmax; early-stop on valid NDCG@10.
+
+    Trains on ``cfg.device``; the returned model is on the CPU. Negatives and shuffling come from
+    CPU generators, so a GPU run draws the same samples as a CPU run.
+    """
     n = split.num_items
     if cfg.num_negatives >= n:
         raise DataError(f"num_negatives={cfg.num_negatives} must be smaller than the number of items ({n}); "
@@ -269,8 +278,11 @@ def train_din(split: Split, cfg: DINConfig, progress: bool = True, log_path: Pat
     if 0 < cfg.eval_users < len(valid):
         idx = np.sort(np.random.default_rng(cfg.seed).choice(len(valid), cfg.eval_users, replace=False))
         valid = EvalSet(valid.users[idx], [valid.histories[i] for i in idx], valid.targets[idx])
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":  # cuBLAS is deterministic only with a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     prev_det = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch_threads(cfg.num_threads))
@@ -278,15 +290,16 @@ def train_din(split: Split, cfg: DINConfig, progress: bool = True, log_path: Pat
             stack.enter_context(torch.random.fork_rng(devices=[]))
             stack.enter_context(reuse_freed_memory())
             torch.manual_seed(cfg.seed)
-            return _fit(split, cfg, hists_t, targets_t, valid, progress, log)
+            return _fit(split, cfg, hists_t.to(device), targets_t.to(device), valid, progress, log, log_path)
     finally:
         torch.use_deterministic_algorithms(prev_det)
 
 
 def _fit(split: Split, cfg: DINConfig, hists: torch.Tensor, targets: torch.Tensor, valid: EvalSet,
-         progress: bool, log: Any) -> DINResult:
+         progress: bool, log: Any, log_path: Path | None) -> DINResult:
     n = split.num_items
-    model = DIN(n, cfg)
+    device = hists.device
+    model = DIN(n, cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -294,17 +307,17 @@ def _fit(split: Split, cfg: DINConfig, hists: torch.Tensor, targets: torch.Tenso
     def run_epoch(epoch: int) -> dict[str, Any]:
         model.train()
         start, total, count = time.perf_counter(), 0.0, 0
-        order = torch.from_numpy(rng.permutation(len(targets)))
+        order = torch.from_numpy(rng.permutation(len(targets))).to(device)
         bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"DIN epoch {epoch}", disable=not progress,
                    leave=False)
         for s in bar:
             idx = order[s:s + cfg.batch_size]
             pos = targets[idx]  # shifted, 1..N
             # Uniform over the N - 1 other items: draw from N - 1 slots and skip the positive.
-            neg = torch.randint(1, n, (len(idx), cfg.num_negatives), generator=gen)
+            neg = torch.randint(1, n, (len(idx), cfg.num_negatives), generator=gen).to(device)
             neg = neg + (neg >= pos[:, None]).long()
             logits = model(hists[idx], torch.cat([pos[:, None], neg], dim=1))
-            loss = nn.functional.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long))
+            loss = nn.functional.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long, device=device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -319,13 +332,14 @@ def _fit(split: Split, cfg: DINConfig, hists: torch.Tensor, targets: torch.Tenso
         return record["valid"]
 
     fitted = fit(model, cfg.epochs, run_epoch, validate, patience=cfg.patience, log=log,
+                 report_to=cfg.report_to, log_path=log_path, name="din",
                  due=lambda epoch: bool(cfg.eval_every) and epoch % cfg.eval_every == 0)
     if fitted.best_epoch:
         best_epoch, metrics = fitted.best_epoch, fitted.best_metrics
     else:
         best_epoch = fitted.history[-1]["epoch"]
         metrics = evaluate_din(model, valid, cfg.max_history, progress, desc="DIN valid")
-    model.eval()
+    model.eval().cpu()
     emb = model.emb.weight.detach()[1:].numpy().astype(np.float32, copy=True)
     return DINResult(item_embeddings=emb, valid_metrics=metrics, history=fitted.history, model=model,
                      best_epoch=best_epoch)
@@ -333,14 +347,15 @@ def _fit(split: Split, cfg: DINConfig, hists: torch.Tensor, targets: torch.Tenso
 
 def save_result(result: DINResult, cfg: DINConfig, out_dir: str | Path, metrics: dict[str, Any],
                 inputs: dict[str, str] | None = None) -> Path:
-    """Write ``item_embeddings.npy`` ``[N, dim]``, ``model.pt``, ``metrics.json``, ``history.jsonl`` and
-    ``manifest.json`` (resolved config, seed, versions, input checksums) atomically to ``out_dir``."""
+    """Write ``item_embeddings.npy`` ``[N, dim]``, ``model.pt``, ``metrics.json``, ``history.jsonl`` (with
+    its ``loss_curve.png`` / ``valid_curve.png``) and ``manifest.json`` (resolved config, seed, versions, input checksums) atomically to ``out_dir``."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         np.save(tmp / "item_embeddings.npy", result.item_embeddings)
         torch.save(result.model.state_dict(), tmp / "model.pt")
         write_json(tmp / "metrics.json", metrics)
         (tmp / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.history), encoding="utf-8")
+        write_curves(result.history, tmp / "history.jsonl")
         write_json(tmp / "manifest.json", provenance(config=to_dict(cfg), seed=cfg.seed, inputs=inputs))
     return out_dir
 
@@ -367,11 +382,13 @@ def main(argv: list[str] | None = None) -> int:
     result = train_din(split, cfg, progress=True, log_path=Path(args.log) if args.log else None)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
+    result.model.to(resolve_device(cfg.device))
     metrics = {"train_seconds": round(train_s, 1), "best_epoch": result.best_epoch,
                "epochs_run": len(result.history), "valid_subset": result.valid_metrics,
                "valid": evaluate_din(result.model, split.valid, cfg.max_history, True, "valid (all users)"),
                "test": evaluate_din(result.model, split.test, cfg.max_history, True, "test (all users)")}
     metrics["full_eval_seconds"] = round(time.perf_counter() - t0, 1)
+    result.model.cpu()
     print(json.dumps(metrics, indent=2))
     if args.out:
         save_result(result, cfg, args.out, metrics, checksums([Path(args.data) / "sequences.jsonl"]))

@@ -1,18 +1,4 @@
-"""SASRec: a causal self-attention next-item model (Kang & McAuley, ICDM 2018).
-
-The model reads a left-padded history ``[B, L]`` of item indices (``-1`` = padding) and
-produces one hidden state per position; the score of item ``i`` at a position is the dot
-product with row ``i`` of the item table, which is shared between input and output (tied
-embeddings). After training, :meth:`SASRec.item_embeddings` is a behaviour embedding of the
-catalog (``[N, H]``, row ``i`` = item index ``i``).
-
-Item index ``0`` is a real item in the canonical dataset, so inside the model every index is
-shifted by one and row ``0`` of the table is the padding row.
-
-Positions are counted from the first real item of each row (``0, 1, 2, ...`` whatever the
-padding). With causal attention the state at position ``t`` is then exactly the encoding of the
-window ``row[0..t]`` on its own, so training on every position of a row is the same as training
-on each of its prefixes as a separate example.
+"""SASRec training (Kang & McAuley, ICDM 2018): the network is :mod:`genrec.encoders.sasrec_net`.
 
 Training (:func:`train_sasrec`; the item tokenizer takes the trained item table as behaviour
 embeddings, ``genrec baseline --model sasrec`` wraps it with artifact writing): training
@@ -28,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -38,137 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from genrec.data.split import EvalSet, Split, pad_left
 from genrec.encoders.fit import fit
+from genrec.encoders.sasrec_net import SASRec
+from genrec.encoders.text import TextEncoderConfig
+from genrec.encoders.text_items import ITEM_EMBEDDINGS
 from genrec.errors import ConfigError
 from genrec.metrics import evaluate_scores
-from genrec.runtime import resolve_threads, torch_threads
+from genrec.runtime import resolve_device, resolve_threads, torch_threads
+from genrec.tracking import check_report_to
 
 log = logging.getLogger(__name__)
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where position ``t`` sees positions ``<= t`` that are not padding."""
-
-    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        if hidden % heads:
-            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
-        self.heads = heads
-        self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.out = nn.Linear(hidden, hidden)
-        self.dropout = dropout
-
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[B, L, H]``, ``allowed`` ``[B, 1, L, L]`` bool → ``[B, L, H]``."""
-        b, length, hidden = x.shape
-        q, k, v = self.qkv(x).view(b, length, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(b, length, hidden))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: attention and a two-layer feed-forward, each residual."""
-
-    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(hidden)
-        self.attn = CausalSelfAttention(hidden, heads, dropout)
-        self.norm2 = nn.LayerNorm(hidden)
-        # The paper's point-wise feed-forward keeps the inner width equal to the hidden size.
-        self.ffn = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), allowed))
-        return x + self.drop(self.ffn(self.norm2(x)))
-
-
-class SASRec(nn.Module):
-    """Self-attentive sequential recommender with a tied item table.
-
-    Args:
-        num_items: catalog size ``N`` (item indices ``0..N-1``).
-        hidden: embedding and layer width ``H``.
-        layers: number of transformer blocks.
-        heads: attention heads (``hidden`` must be divisible by it).
-        dropout: dropout on embeddings, attention weights and sub-layer outputs.
-        max_len: longest history ``L`` the model reads (longer inputs keep their last ``L`` items).
-    """
-
-    def __init__(self, num_items: int, hidden: int = 64, layers: int = 2, heads: int = 1,
-                 dropout: float = 0.2, max_len: int = 20) -> None:
-        super().__init__()
-        self.num_items = num_items
-        self.max_len = max_len
-        self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
-        self.pos_emb = nn.Embedding(max_len, hidden)
-        self.emb_drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(hidden, heads, dropout) for _ in range(layers))
-        self.norm = nn.LayerNorm(hidden)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        # Small normal init keeps the initial logits near zero, so the softmax starts close to uniform.
-        std = 1.0 / math.sqrt(self.item_emb.embedding_dim)
-        for name, p in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(p)
-            elif "norm" in name:
-                nn.init.ones_(p)
-            elif p.dim() == 2:
-                nn.init.normal_(p, std=std if "emb" in name else 0.02)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
-
-    @property
-    def device(self) -> torch.device:
-        return self.item_emb.weight.device
-
-    def encode(self, seqs: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Hidden states ``[B, L, H]`` for left-padded histories ``[B, L]`` (``-1`` = padding).
-
-        Padding positions come out as zeros. ``L`` may be at most ``max_len``.
-        """
-        seqs = torch.as_tensor(seqs, dtype=torch.long, device=self.device)
-        if seqs.shape[1] > self.max_len:
-            seqs = seqs[:, -self.max_len:]
-        valid = seqs >= 0  # [B, L]
-        tokens = torch.where(valid, seqs + 1, torch.zeros_like(seqs))
-        positions = (valid.long().cumsum(1) - 1).clamp_min(0)
-        x = self.item_emb(tokens) + self.pos_emb(positions)
-        x = self.emb_drop(x) * valid.unsqueeze(-1)
-        length = seqs.shape[1]
-        causal = torch.ones(length, length, dtype=torch.bool, device=self.device).tril()
-        eye = torch.eye(length, dtype=torch.bool, device=self.device)
-        # Padding queries may attend to themselves only, so no softmax row is empty (which would give NaN).
-        allowed = (causal & (valid[:, None, :] | eye)).unsqueeze(1)  # [B, 1, L, L]
-        for block in self.blocks:
-            x = block(x, allowed) * valid.unsqueeze(-1)
-        return self.norm(x) * valid.unsqueeze(-1)
-
-    def forward(self, seqs: torch.Tensor | np.ndarray) -> torch.Tensor:
-        return self.encode(seqs)
-
-    def item_weight(self) -> torch.Tensor:
-        """The output item table ``[N, H]`` (the shared table without its padding row)."""
-        return self.item_emb.weight[1:]
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores over the whole catalog ``[..., N]`` for hidden states ``[..., H]``."""
-        return hidden @ self.item_weight().T
-
-    def score(self, seqs: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Next-item scores ``[B, N]`` for left-padded histories ``[B, L]`` (last column = latest item)."""
-        return self.logits(self.encode(seqs)[:, -1])
-
-    def item_embeddings(self) -> np.ndarray:
-        """Item table as ``float32`` ``[N, H]``; row ``i`` is item index ``i`` (no padding row)."""
-        return self.item_weight().detach().cpu().float().numpy().copy()
 
 
 LOSSES = ("ce", "bce")
@@ -195,6 +62,13 @@ class SASRecConfig:
     eval_batch_size: int = 1024  # users scored at once during evaluation
     exclude_history: bool = False  # remove the user's history items from the ranking
     num_threads: int = 0  # torch CPU threads; 0 = all cores available to this process
+    device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:N; the result is on the CPU
+    item_embeddings: str = "id"  # id: learned table | text: frozen text vectors through an MLP | text+id: their sum
+    adapter_hidden: int = 256  # inner width of the text adapter MLP (0 = one linear projection)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)  # text encoder (item_embeddings text*)
+    cold_items: float = 0.0  # share of items held out of training entirely (cold-start evaluation; 0 = off)
+    cold_seed: int = 0  # which items are held out (the same seed holds out the same items in every baseline)
+    report_to: str = "none"  # per-epoch curves to: none | tensorboard | wandb | mlflow (genrec.tracking)
 
     def __post_init__(self) -> None:
         positive = ("hidden", "layers", "heads", "max_len", "batch_size", "epochs", "patience", "eval_every",
@@ -215,6 +89,15 @@ class SASRecConfig:
                              f"weight_decay={self.weight_decay}")
         if self.num_threads < 0:
             raise ValueError(f"num_threads must be >= 0 (0 = all cores), got {self.num_threads}")
+        if self.item_embeddings not in ITEM_EMBEDDINGS:
+            raise ValueError(f"item_embeddings must be one of {ITEM_EMBEDDINGS}, got {self.item_embeddings!r}")
+        if self.adapter_hidden < 0:
+            raise ValueError(f"adapter_hidden must be >= 0 (0 = linear), got {self.adapter_hidden}")
+        if not 0.0 <= self.cold_items < 1.0:
+            raise ValueError(f"cold_items must be in [0, 1) (share of items held out), got {self.cold_items}")
+        if self.cold_items and self.loss != "ce":
+            raise ValueError("cold_items needs loss: ce (held-out items are left out of the softmax)")
+        check_report_to(self.report_to)
 
 
 @dataclass
@@ -294,31 +177,41 @@ def evaluate_sasrec(model: SASRec, data: EvalSet, cfg: SASRecConfig, desc: str =
         model.train(was_training)
 
 
-def _batch_loss(model: SASRec, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Mean loss over the positions of ``x`` ``[B, L]`` that carry a target in ``y`` ``[B, L]``."""
+def _batch_loss(model: SASRec, x: torch.Tensor, y: torch.Tensor, loss: str,
+                absent: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean loss over the positions of ``x`` ``[B, L]`` that carry a target in ``y`` ``[B, L]``.
+
+    ``absent`` ``[N]`` bool marks items that do not exist at training time (cold-start hold-out):
+    they are left out of the softmax.
+    """
     mask = y >= 0
-    hidden = model.encode(x)[mask]  # [T, H]; only target positions reach the output layer
+    table = model.item_weight()  # [N, H], computed once per batch
+    hidden = model.encode(x, table)[mask]  # [T, H]; only target positions reach the output layer
     target = y[mask]  # [T]
     if loss == "ce":
-        return F.cross_entropy(model.logits(hidden), target)
+        logits = model.logits(hidden, table)
+        if absent is not None:
+            logits = logits.masked_fill(absent, float("-inf"))
+        return F.cross_entropy(logits, target)
     # One negative per position, uniform over the catalog minus the target.
     n = model.num_items
-    negative = (target + torch.randint(1, max(n, 2), target.shape)) % n
-    table = model.item_weight()
+    negative = (target + torch.randint(1, max(n, 2), target.shape, device=target.device)) % n
     pos = (hidden * table[target]).sum(-1)
     neg = (hidden * table[negative]).sum(-1)
     return F.softplus(-pos).mean() + F.softplus(neg).mean()
 
 
 def _train_epoch(model: SASRec, optim: torch.optim.Optimizer, inputs: np.ndarray, targets: np.ndarray,
-                 order: np.ndarray, cfg: SASRecConfig, desc: str, progress: bool) -> float:
+                 order: np.ndarray, cfg: SASRecConfig, desc: str, progress: bool,
+                 absent: torch.Tensor | None = None) -> float:
     """One pass over the rows in ``order``; returns the mean loss per row."""
     model.train()
     total, count = 0.0, 0
     bar = tqdm(range(0, len(order), cfg.batch_size), desc=desc, disable=not progress, leave=False)
     for lo in bar:
         idx = order[lo:lo + cfg.batch_size]
-        loss = _batch_loss(model, torch.from_numpy(inputs[idx]), torch.from_numpy(targets[idx]), cfg.loss)
+        x, y = torch.from_numpy(inputs[idx]).to(model.device), torch.from_numpy(targets[idx]).to(model.device)
+        loss = _batch_loss(model, x, y, cfg.loss, absent)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -328,12 +221,36 @@ def _train_epoch(model: SASRec, optim: torch.optim.Optimizer, inputs: np.ndarray
     return total / count
 
 
+def build_sasrec(split: Split, cfg: SASRecConfig, text_features: np.ndarray | None = None) -> SASRec:
+    """A fresh model for ``split``; with text item embeddings, ``text_features`` ``[N, D]``
+    (:func:`~genrec.encoders.text_items.item_text_features`) are required. ``text+id`` keeps an ID
+    part only for items that occur in the training prefixes."""
+    if cfg.item_embeddings != "id":
+        if text_features is None:
+            raise ConfigError(f"item_embeddings={cfg.item_embeddings} needs the items' text vectors; pass the "
+                              "dataset's items (genrec baseline does) or use item_embeddings=id")
+        if len(text_features) != split.num_items:
+            raise ConfigError(f"text features have {len(text_features)} rows but the dataset has "
+                              f"{split.num_items} items; recompute them from this dataset's items.jsonl")
+    model = SASRec(split.num_items, cfg.hidden, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len,
+                   item_embeddings=cfg.item_embeddings, text_features=text_features,
+                   adapter_hidden=cfg.adapter_hidden)
+    if cfg.item_embeddings == "text+id":
+        known = np.zeros(split.num_items, dtype=bool)
+        for prefix in split.train:
+            known[prefix] = True
+        model.id_known.copy_(torch.from_numpy(known))
+    return model
+
+
 def train_sasrec(split: Split, cfg: SASRecConfig, progress: bool = True,
-                 log_path: str | os.PathLike | None = None) -> SASRecResult:
+                 log_path: str | os.PathLike | None = None, text_features: np.ndarray | None = None,
+                 absent: np.ndarray | None = None) -> SASRecResult:
     """Train SASRec on ``split.train``, early-stop on validation NDCG@10, evaluate on test.
 
     Deterministic given ``cfg.seed``. ``log_path`` receives one JSON line per epoch and a final
-    line with the best epoch and both metric sets.
+    line with the best epoch and both metric sets. ``text_features`` ``[N, D]`` feed text item
+    embeddings; ``absent`` ``[N]`` bool marks items held out of training (left out of the softmax).
     """
     if split.max_history != cfg.max_len:
         raise ConfigError(f"max_len ({cfg.max_len}) differs from the split's max_history ({split.max_history}); "
@@ -347,17 +264,19 @@ def train_sasrec(split: Split, cfg: SASRecConfig, progress: bool = True,
         inputs, targets = training_rows(split.train, cfg.max_len, cfg.window_stride)
         if len(inputs) == 0:
             raise ConfigError("no training examples: every user's training prefix has fewer than 2 items")
-        model = SASRec(split.num_items, cfg.hidden, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len)
+        device = resolve_device(cfg.device)
+        model = build_sasrec(split, cfg, text_features).to(device)
+        absent_t = torch.from_numpy(np.asarray(absent, dtype=bool)).to(device) if absent is not None else None
         optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        log.info("SASRec: %d training rows, %d targets, %d items, %d threads", len(inputs),
-                 int((targets >= 0).sum()), split.num_items, torch.get_num_threads())
+        log.info("SASRec (%s items): %d training rows, %d targets, %d items, %d threads", cfg.item_embeddings,
+                 len(inputs), int((targets >= 0).sum()), split.num_items, torch.get_num_threads())
         t0 = 0.0
 
         def run_epoch(epoch: int) -> dict[str, Any]:
             nonlocal t0
             t0 = time.perf_counter()
             loss = _train_epoch(model, optim, inputs, targets, rng.permutation(len(inputs)), cfg,
-                                f"epoch {epoch}", progress)
+                                f"epoch {epoch}", progress, absent_t)
             return {"loss": round(loss, 6)}
 
         def validate(epoch: int, record: dict[str, Any]) -> dict[str, float]:
@@ -372,6 +291,7 @@ def train_sasrec(split: Split, cfg: SASRecConfig, progress: bool = True,
                      record["seconds"])
 
         fitted = fit(model, cfg.epochs, run_epoch, validate, patience=cfg.patience, log=logf, on_record=on_record,
+                     report_to=cfg.report_to, log_path=log_path, name="sasrec",
                      due=lambda epoch: epoch % cfg.eval_every == 0 or epoch == cfg.epochs)
         if fitted.stopped_early:
             log.info("early stop at epoch %d: no validation NDCG@10 gain in %d evaluations (best epoch %d)",
@@ -382,6 +302,7 @@ def train_sasrec(split: Split, cfg: SASRecConfig, progress: bool = True,
         if logf:
             logf.write(json.dumps({"final": True, "best_epoch": fitted.best_epoch, "valid": fitted.best_metrics,
                                    "test": test_metrics, "seconds": round(seconds, 3)}) + "\n")
+    model.cpu()
     return SASRecResult(model=model, item_embeddings=model.item_embeddings(), valid_metrics=fitted.best_metrics,
                         test_metrics=test_metrics, history=fitted.history, best_epoch=fitted.best_epoch,
                         seconds=seconds, config=cfg)

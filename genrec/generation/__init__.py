@@ -1,4 +1,4 @@
-"""Constrained decoding of item indices: tensor trie, beam search, per-request filters.
+"""Constrained decoding of item indices: tensor trie, beam search, sampling, per-request filters.
 
 HF ``generate`` reference adapters (for tests and benchmarks) live in
 :mod:`genrec.generation.hf_reference`, outside this package's exports.
@@ -6,7 +6,8 @@ HF ``generate`` reference adapters (for tests and benchmarks) live in
 
 from genrec.generation.beam import SearchOutput, search
 from genrec.generation.filters import AttributeTable, ItemFilter, item_mask, node_masks
+from genrec.generation.sample import SampleOutput, sample
 from genrec.generation.trie import ItemTrie, item_token_ids
 
-__all__ = ["AttributeTable", "ItemFilter", "ItemTrie", "SearchOutput", "item_mask", "item_token_ids", "node_masks",
-           "search"]
+__all__ = ["AttributeTable", "ItemFilter", "ItemTrie", "SampleOutput", "SearchOutput", "item_mask", "item_token_ids",
+           "node_masks", "sample", "search"]

@@ -14,6 +14,10 @@ function the baselines use, so the numbers are directly comparable with ``genrec
 - ``predictions.jsonl`` per user: user id, target, the ranked top-20 item ids
 - ``provenance.json``   settings, seed, library versions, checksums of the data and the run
 
+Under ``accelerate launch`` / ``torchrun`` the users are split across the processes (whole
+batches, round robin; each process loads the run on its own GPU, or the CPU), the ranked lists
+are gathered, and only the main process writes ``OUT``: the metrics equal a one-process run's.
+
 ``invalid_rate`` is the share of returned hypotheses whose generated tokens are not the index of
 a catalog item (checked by decoding each sequence, not by trusting the trie; 0 by construction).
 ``coverage`` is the share of catalog items appearing in at least one top-20 list.
@@ -38,6 +42,7 @@ from genrec.data.split import EvalSet, leave_one_out, sample_users, subset
 from genrec.errors import ConfigError, DataError
 from genrec.io import atomic_dir, checksums, provenance, sha256_file, write_json
 from genrec.metrics import DEFAULT_KS, METRIC_KEYS, ranking_metrics, top1_share
+from genrec.runtime import Ranks, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +74,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
         raise ConfigError(f"num_beams and batch_size must be >= 1, got {num_beams}, {batch_size}")
     start = time.time()
     data_dir = Path(data_dir)
-    rec = recommender or GenRecommender.from_pretrained(run_dir, data_dir=data_dir)
+    ranks = Ranks()
+    rec = recommender or GenRecommender.from_pretrained(run_dir, device=resolve_device("auto"), data_dir=data_dir)
     ds = Dataset.load(data_dir)
     if [it.item_id for it in ds.items] != [it.item_id for it in rec.items]:
         raise DataError(f"the items of {data_dir} differ from the catalog the run was loaded with; evaluate on the "
@@ -84,8 +90,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
                     "rank %d as misses", k, num_beams, rec.num_items, k_max, k)
     ranked = np.full((len(data), k_max), -1, dtype=np.int64)
     generated = invalid = 0
-    bar = tqdm(total=len(data), desc=f"evaluate {split}", disable=not progress, unit="user")
-    for lo in range(0, len(data), batch_size):
+    starts = [range(0, len(data), batch_size)[b] for b in ranks.mine(-(-len(data) // batch_size))]
+    mine = [i for lo in starts for i in range(lo, min(lo + batch_size, len(data)))]
+    bar = tqdm(total=len(mine), desc=f"evaluate {split}", disable=not progress or not ranks.is_main, unit="user")
+    for lo in starts:
         hist = data.histories[lo:lo + batch_size]
         rendered = [rec.render(h) for h in hist]
         prompts, places = [r[0] for r in rendered], [r[1] for r in rendered]
@@ -98,6 +106,11 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
             ranked[lo + j, :len(items)] = items
         bar.update(len(hist))
     bar.close()
+    if ranks.world > 1:  # every process gets every row: the batches are those of one process
+        parts = ranks.gather((mine, ranked[mine], generated, invalid))
+        generated, invalid = sum(p[2] for p in parts), sum(p[3] for p in parts)
+        for rows, got, _, _ in parts:
+            ranked[rows] = got
     metrics = ranking_metrics(ranked, data.targets)
     shown = ranked[ranked >= 0]
     metrics.update({"invalid_rate": invalid / generated if generated else 0.0,
@@ -113,7 +126,15 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
                     "batch_size": batch_size, "max_users": max_users, "seed": seed,
                     "exclude_history": exclude_history, "max_history": rec.max_history, "prompt_template": 0,
                     "base_model": rec.base_model}
-        _write(Path(out), result, rec, ds, data_dir, data, ranked, baselines, settings, progress)
+        settings["processes"] = ranks.world
+        ok = False
+        try:
+            if ranks.is_main:
+                _write(Path(out), result, rec, ds, data_dir, data, ranked, baselines, settings, progress)
+            ok = True
+        finally:  # OUT is complete on every process's return; a failed write fails every process
+            if ranks.world > 1 and not all(ranks.gather(ok)) and ok:
+                raise DataError(f"the main process could not write {out}; see its error message")
     return result
 
 
@@ -224,6 +245,7 @@ def main(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, max_users=args.max_users, seed=args.seed,
                           progress=not args.no_progress, exclude_history=args.exclude_history, out=out,
                           baselines=args.baselines or ())
-    print((out / "comparison.md").read_text(encoding="utf-8"))
-    print(f"wrote {out}/metrics.json ({result['seconds']:.0f} s)")
+    if Ranks().is_main:
+        print((out / "comparison.md").read_text(encoding="utf-8"))
+        print(f"wrote {out}/metrics.json ({result['seconds']:.0f} s)")
     return 0

@@ -8,14 +8,14 @@
     for r in rec.recommend(["50", "172", "Star Wars (1977)"], k=10, exclude="history"):
         print(r.item_id, r.title, r.score)
 
-Loading (:meth:`GenRecommender.from_pretrained`) reads the run directory written by
-``genrec train``: the base model named in ``config.yaml`` (``model.base``) is loaded **without
-quantisation** in ``dtype`` (default: the run's ``model.dtype``), its embeddings are resized to
-the run's extended tokenizer and the LoRA adapter is applied and merged (``merge=True``); a
-``full``-mode run is loaded from the run directory itself. A QLoRA run is therefore served on
-de-quantised base weights: the adapter was trained against the 4-bit NF4 weights, so scores
-differ slightly from the quantised training-time model; on CPU the float path is also the faster
-one. The auxiliary heads saved with the adapter are not needed and are not loaded.
+Loading (:meth:`GenRecommender.from_pretrained`) reads a run directory written by ``genrec
+train`` or ``genrec export``: the catalog from its ``catalog.jsonl``
+(:mod:`genrec.inference.catalog`), the model as :mod:`genrec.inference.weights` loads it: the
+base model found through ``base_model.json`` **without quantisation** in ``dtype`` (default: the
+run's ``model.dtype``), the LoRA adapter applied and merged (``merge=True``); full weights (a
+``full`` run, a merged export) as they are. A QLoRA run is therefore served on float base
+weights: the adapter was trained against the 4-bit NF4 weights, so scores differ slightly from
+the quantised training-time model (a merged ``genrec export`` reproduces that one).
 
 A request is rendered exactly as training renders it (:func:`genrec.tasks.collate.history_prompt`:
 the ``seqrec`` task's first phrasing, or for a run trained on the ``sequence`` task its
@@ -63,6 +63,7 @@ from genrec.data.dataset import Dataset, Item
 from genrec.encoders.item_adapter import find_item_adapter, prompt_extras
 from genrec.errors import ConfigError, DataError, RequestError
 from genrec.generation import AttributeTable, ItemFilter, ItemTrie, item_token_ids, search
+from genrec.runtime import resolve_device
 from genrec.tasks.collate import SUMMARY_TOKEN, history_prompt
 from genrec.tasks.prompts import TITLE_CHARS, index_string, render_history, serving_template
 
@@ -155,58 +156,33 @@ class GenRecommender:
     def from_pretrained(cls, run_dir: str | Path, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, merge: bool = True, *,
                         data_dir: str | Path | None = None, num_beams: int = DEFAULT_BEAMS) -> GenRecommender:
-        """Load a ``genrec train`` run directory (see the module docstring for what is loaded how).
+        """Load a run directory of ``genrec train`` or ``genrec export`` (see the module docstring).
 
         ``device``: default ``cuda`` when available, else ``cpu``. ``dtype``: default the run's
         ``model.dtype``. ``merge``: fold the LoRA weights into the base weights (faster decoding).
-        ``data_dir``: the dataset directory when the one recorded in the run's ``config.yaml``
-        (``data``) has moved.
+        ``data_dir``: a dataset directory whose items replace the run's catalog (needed only for
+        runs written without ``catalog.jsonl`` whose recorded ``data`` directory has moved).
         """
-        from transformers import AutoTokenizer
-
-        from genrec.encoders.item_adapter import attach_item_adapter, item_table, load_item_adapter
-        from genrec.hub import load_causal_lm, quiet_load_report
+        from genrec.encoders.item_adapter import item_table
+        from genrec.inference.catalog import load_catalog
+        from genrec.inference.weights import load_run_model, load_run_tokenizer
         from genrec.item_tokenizer.artifact import item_codes, load_item_tokenizer, stream_tables
 
         run = layout.require_loadable(run_dir)
         cfg = layout.read_config(run)
         mcfg, tcfg = cfg.get("model") or {}, cfg.get("tasks") or {}
-        data = Path(data_dir) if data_dir is not None else Path(str(cfg.get("data", "")))
-        if not (data / "items.jsonl").is_file():
-            where = "given as data_dir" if data_dir is not None else f"recorded in {run / 'config.yaml'} (`data`)"
-            raise DataError(f"dataset directory {data} {where} does not exist or holds no items.jsonl; pass the "
-                            "dataset the model was trained on with --data DIR (Python: data_dir=DIR)")
-        ds = Dataset.load(data)
+        items, data = load_catalog(run, cfg, data_dir)
+        ds = Dataset(items=items, users=[], sequences=[])
         itok = load_item_tokenizer(run / layout.ITEM_TOKENIZER)
         codes = item_codes(itok, ds)
-        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(device)  # None / "auto": this process's GPU when present, else the CPU
         dtype = dtype if dtype is not None else mcfg.get("dtype", "float32")
-        tok = AutoTokenizer.from_pretrained(run)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
+        tok = load_run_tokenizer(run)
         mode = mcfg.get("mode", "lora")
         base = str(mcfg.get("base", ""))
         streams = list(mcfg.get("item_embeddings") or [])
         table = item_table(stream_tables(itok, ds), streams) if streams else None
-        if mode == "full":
-            with quiet_load_report(table is not None):  # its genrec_items keys are loaded below
-                model, _ = load_causal_lm(str(run), dtype=dtype, device=str(device))
-            if table is not None:
-                load_item_adapter(model, table, run / layout.FULL_WEIGHTS)
-        else:
-            from peft import PeftModel
-
-            try:
-                model, _ = load_causal_lm(base, dtype=dtype, device=str(device))
-            except ConfigError as e:
-                raise ConfigError(f"{e} (the base model of {run}, `model.base` in its config.yaml)") from None
-            model.resize_token_embeddings(len(tok), mean_resizing=False)
-            if table is not None:  # its trained weights come with the adapter (modules_to_save)
-                attach_item_adapter(model, table)
-            model = PeftModel.from_pretrained(model, str(run))
-            if merge:
-                model = model.merge_and_unload()
-            model.to(device)
+        model = load_run_model(run, cfg, tok, table, device=device, dtype=dtype, merge=merge)
         model.config.pad_token_id = tok.pad_token_id
         log.info("loaded %s (%s on %s, %s): %d items", run, base, device, mode, len(ds.items))
         return cls(model, tok, ds.items, codes, max_history=int(tcfg.get("max_history", 20)),

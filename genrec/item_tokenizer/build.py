@@ -4,6 +4,10 @@
 encoder for semantic, DIN / SASRec on the split's training part for behavior, or precomputed
 ``.npy``), fit one code tree per stream, combine the codes into unique item indices, and write
 the artifact described in :mod:`genrec.item_tokenizer.artifact` in one atomic rename.
+
+Under ``accelerate launch`` / ``torchrun`` every process takes part in the text embedding of the
+semantic stream (the texts split across processes, :mod:`genrec.encoders.text`); the main
+process then builds and writes the artifact alone, and the others return.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from genrec.config import load_config, to_dict
 from genrec.data.dataset import Dataset
-from genrec.errors import DataError
+from genrec.errors import ConfigError, DataError
 from genrec.io import atomic_dir, checksums, provenance, write_json
 from genrec.item_tokenizer.artifact import (
     check_dataset,
@@ -35,6 +39,7 @@ from genrec.item_tokenizer.preprocess import Preprocess, mean_pair_cosine
 from genrec.item_tokenizer.stats import level_table, summary_stats
 from genrec.item_tokenizer.tree import fit_tree, resolve_branching
 from genrec.item_tokenizer.vocab import index_string
+from genrec.runtime import Ranks
 
 log = logging.getLogger(__name__)
 FINITE_CHUNK = 65536
@@ -72,8 +77,11 @@ def load_precomputed(path: str, n: int | None, stream: str) -> np.ndarray:
 
 
 def stream_embeddings(stream: str, cfg: TokenizerConfig, ds: Dataset | None, n: int | None,
-                      log_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Embeddings ``[N, D]`` of one stream and a record of how they were made."""
+                      log_dir: Path, done: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Embeddings ``[N, D]`` of one stream and a record of how they were made (``done``: already
+    computed results by stream name)."""
+    if done and stream in done:
+        return done[stream]
     section = cfg.semantic if stream == "semantic" else cfg.behavior
     if section.encoder == "precomputed":
         return load_precomputed(section.embeddings, n, stream), {"encoder": "precomputed",
@@ -101,8 +109,16 @@ def stream_embeddings(stream: str, cfg: TokenizerConfig, ds: Dataset | None, n: 
         enc_cfg = cfg.behavior.din
     else:
         from genrec.encoders.sasrec import train_sasrec
+        from genrec.encoders.text_items import item_text_features
 
-        res = train_sasrec(split, cfg.behavior.sasrec, progress=cfg.progress, log_path=log_dir / "sasrec_log.jsonl")
+        sas = cfg.behavior.sasrec
+        if sas.cold_items:
+            raise ConfigError("behavior.sasrec.cold_items is an evaluation protocol of `genrec baseline`; "
+                              "the tokenizer's behavior encoder trains on every item (set it to 0)")
+        text = (item_text_features(ds.items, sas.text, cache_dir=cfg.cache_dir, progress=cfg.progress)
+                if sas.item_embeddings != "id" else None)
+        res = train_sasrec(split, sas, progress=cfg.progress, log_path=log_dir / "sasrec_log.jsonl",
+                           text_features=text)
         enc_cfg = cfg.behavior.sasrec
     metrics = {k: round(float(v), 6) for k, v in (getattr(res, "valid_metrics", None) or {}).items()}
     return np.asarray(res.item_embeddings, dtype=np.float32), {
@@ -123,10 +139,21 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
     inputs: list[str] = [str(Path(cfg.data) / f) for f in ("items.jsonl", "sequences.jsonl")] if ds else []
     data_record = dataset_record(cfg.data) if ds is not None else None  # checksums of what was read
     stream_codes, ks, meta, encoders, timings = {}, {}, {}, {}, {}
+    done: dict[str, Any] = {}
+    ranks = Ranks()
+    if ranks.world > 1:  # the data-parallel stage first, on every process; the rest on the main one
+        if ds is not None and "semantic" in cfg.order and cfg.semantic.encoder == "text":
+            t0 = time.time()
+            done["semantic"] = stream_embeddings("semantic", cfg, ds, n, out.parent)
+            timings["semantic_embeddings"] = round(time.time() - t0, 3)
+        if not ranks.is_main:
+            log.info("process %d of %d: text embedding done; the main process builds %s", ranks.rank,
+                     ranks.world, out)
+            return out
     with atomic_dir(out) as tmp:
         for stream in cfg.order:
             t0 = time.time()
-            x, enc = stream_embeddings(stream, cfg, ds, n, tmp)
+            x, enc = stream_embeddings(stream, cfg, ds, n, tmp, done)
             if item_ids is None:  # precomputed-only build: rows are the items, ids are row numbers
                 n = x.shape[0]
                 item_ids = [str(i) for i in range(n)]
@@ -136,7 +163,7 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
                 inputs.append(enc["path"])
             check_finite(x, item_ids, stream, enc.get("path", f"the {enc['encoder']} encoder"))
             _save_embeddings(x, tmp / f"embeddings_{stream}.npy", enc.get("path"))  # raw encoder output
-            timings[f"{stream}_embeddings"] = round(time.time() - t0, 3)
+            timings.setdefault(f"{stream}_embeddings", round(time.time() - t0, 3))
             t0 = time.time()
             kc = (cfg.semantic if stream == "semantic" else cfg.behavior).kmeans
             # centre (whiten, normalise) before clustering; the tree stores the transform
@@ -146,7 +173,8 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
             ks[stream] = resolve_branching(kc.k, kc.depth, n)
             # one BLAS thread by default: per-node products are small, and on a shared machine
             # spinning threads cost more than they give (docs/item_tokenizer.md, benchmarks)
-            with threadpool_limits(limits=kc.threads or None, user_api="blas"):
+            # (sklearn's KMeans threads through OpenMP: the limit then covers every thread pool)
+            with threadpool_limits(limits=kc.threads or None, user_api=None if kc.method == "sklearn" else "blas"):
                 tree = fit_tree(np.asarray(x, dtype=np.float32), ks[stream], kc.method,
                                 cfg.seed + (1 if stream == "behavior" else 0), iters=kc.iters,
                                 sample_per_cluster=kc.sample_per_cluster, init=kc.init, refine=kc.refine,
@@ -222,6 +250,8 @@ def describe(tok: Any) -> str:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(TokenizerConfig, args.config, args.overrides)
     out = build_tokenizer(cfg)
+    if not Ranks().is_main:
+        return 0
     tok = load_item_tokenizer(out)
     print(describe(tok))
     print(f"timings (s): {json.dumps(tok.stats.get('timings_s', {}))}")

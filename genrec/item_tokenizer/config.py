@@ -24,6 +24,7 @@ class KMeansConfig:
     """How one stream's codes are clustered (genrec.item_tokenizer.tree)."""
 
     method: str = "balanced"  # balanced (equal-size hierarchical) | plain (hierarchical) | residual (RQ-KMeans)
+    # | sklearn (plain, each node clustered by sklearn.cluster.KMeans: the reference k-means)
     k: int | list[int] = 256  # branching per level: one K for all levels, or a list [K_0, K_1, ...]
     depth: int | str = 2  # levels; "auto" = smallest L with K_0*...*K_{L-1} >= items (unique when balanced)
     iters: int = 10  # Lloyd iterations per node before the balanced assignment
@@ -41,8 +42,8 @@ class KMeansConfig:
     #                       worse on ML-100K and Scientific (docs/item_tokenizer.md)
 
     def __post_init__(self) -> None:
-        if self.method not in ("balanced", "plain", "residual"):
-            raise ValueError(f"kmeans.method must be balanced, plain or residual, got {self.method!r}")
+        if self.method not in ("balanced", "plain", "residual", "sklearn"):
+            raise ValueError(f"kmeans.method must be balanced, plain, residual or sklearn, got {self.method!r}")
         ks = [self.k] if isinstance(self.k, int) else self.k
         if not isinstance(ks, list) or not ks or any(not isinstance(v, int) or isinstance(v, bool) or v < 2
                                                       for v in ks):

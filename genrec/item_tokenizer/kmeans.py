@@ -9,7 +9,9 @@ K=256, 256-d) it ran 2-7x faster than sklearn pinned to one BLAS thread, and skl
 threading was slower still on a busy 2-core machine (``bench/tokenizer_scale.py
 --compare-sklearn``). sklearn's greedy seeding over all points reaches a lower unconstrained
 distortion; after the balanced assignment that the tree keeps, the difference vanished in our
-measurements (docs/item_tokenizer.md).
+measurements (docs/item_tokenizer.md). :func:`sklearn_centroids` runs ``sklearn.cluster.KMeans``
+on a whole node instead: the reference plain k-means of ``kmeans.method: sklearn``
+(``bench/kmeans_sklearn.py`` prints both side by side).
 """
 
 from __future__ import annotations
@@ -178,3 +180,13 @@ def fit_centroids(x: np.ndarray, k: int, rng: np.random.Generator, *, iters: int
     else:
         raise ValueError(f"unknown k-means init {init!r} (use 'k-means++' or 'random')")
     return lloyd(xs, c0, iters, tol)
+
+
+def sklearn_centroids(x: np.ndarray, k: int, rng: np.random.Generator, *, iters: int = 20, init: str = "k-means++",
+                      **_: object) -> np.ndarray:
+    """``sklearn.cluster.KMeans`` centroids ``[k, D]`` of every row of ``x [N, D]`` (one init, at most
+    ``iters`` Lloyd iterations, seeded from ``rng``); the reference for :func:`fit_centroids`."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, init=init, n_init=1, max_iter=max(iters, 1), random_state=int(rng.integers(2**31 - 1)))
+    return km.fit(x).cluster_centers_.astype(np.float32)

@@ -7,6 +7,8 @@
   at level ``l`` is at most ``ceil(N / (K_0 ... K_{l-1}))``, so with ``K_0 ... K_{L-1} >= N`` every
   last-level node holds at most ``K_{L-1}`` items and paths are unique by construction.
 - ``plain``: the same tree with ordinary (unconstrained) k-means at each node.
+- ``sklearn``: ``plain`` with ``sklearn.cluster.KMeans`` on every point of a node (the reference
+  implementation of plain k-means; slower on large trees).
 - ``residual``: RQ-KMeans; level ``l`` clusters the residuals left by levels ``< l`` with one
   global codebook per level (codes are not guaranteed unique).
 
@@ -28,10 +30,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genrec.item_tokenizer.balanced import balanced_kmeans
-from genrec.item_tokenizer.kmeans import cluster_means, fit_centroids, nearest
+from genrec.item_tokenizer.kmeans import cluster_means, fit_centroids, nearest, sklearn_centroids
 from genrec.item_tokenizer.preprocess import Preprocess
 
-METHODS = ("balanced", "plain", "residual")
+METHODS = ("balanced", "plain", "residual", "sklearn")
 
 
 def resolve_branching(k: int | list[int], depth: int | str, n: int) -> list[int]:
@@ -183,7 +185,7 @@ def fit_tree(x: np.ndarray, ks: list[int], method: str = "balanced", seed: int =
             members = order[s:e]
             xn = x if e - s == n else x[members]
             rng = np.random.default_rng([seed, lvl, int(node)])
-            c = fit_centroids(xn, k, rng, **kw)
+            c = (sklearn_centroids if method == "sklearn" else fit_centroids)(xn, k, rng, **kw)
             if method == "balanced":
                 labels, c = balanced_kmeans(xn, c, refine=refine)
                 used = np.arange(k)

@@ -120,9 +120,10 @@ class Collator:
     Returns ``input_ids [B, L]``, ``attention_mask [B, L]``, ``labels [B, L]`` (``-100`` on prompt and
     padding), ``item_rows [I]`` / ``item_pos [I]`` / ``item_ids [I]`` (each history item of a
     ``sequence`` example and the position of its last index token), and the auxiliary-loss rows
-    ``aux_rows [T]`` (batch row), ``aux_pos [T]`` (position of the summary state) and
-    ``aux_targets [T]`` (target item): one per example whose response is an item index and one
-    per labelled item of a ``sequence`` example.
+    ``aux_rows [T]`` (batch row), ``aux_pos [T]`` (position of the summary state), ``aux_targets [T]``
+    (target item) and ``aux_hist [T, H]`` (the items before it in a ``sequence`` example,
+    left-padded with ``-1``; all ``-1`` for window examples): one per example whose response is an
+    item index and one per labelled item of a ``sequence`` example.
     """
 
     def __init__(self, pad_token_id: int) -> None:
@@ -146,9 +147,18 @@ class Collator:
             pos += at
             targets += tg
         item_rows = [b for b, r in enumerate(batch) for _ in r.item_pos]
+        # per aux row, the items before its target: a sequence example's earlier items (a window example
+        # renders its history as text, so it has none here)
+        hists = [[] if r.target >= 0 else list(r.item_ids[:k + 1]) for r in batch
+                 for k in range(1 if r.target >= 0 else len(r.aux_pos))]
+        width = max((len(h) for h in hists), default=0) or 1
+        aux_hist = torch.full((len(hists), width), -1, dtype=torch.long)
+        for t, h in enumerate(hists):
+            if h:
+                aux_hist[t, width - len(h):] = torch.tensor(h)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
                 "aux_rows": torch.tensor(rows, dtype=torch.long), "aux_pos": torch.tensor(pos, dtype=torch.long),
-                "aux_targets": torch.tensor(targets, dtype=torch.long),
+                "aux_targets": torch.tensor(targets, dtype=torch.long), "aux_hist": aux_hist,
                 "item_rows": torch.tensor(item_rows, dtype=torch.long),
                 "item_pos": torch.tensor([p for r in batch for p in r.item_pos], dtype=torch.long),
                 "item_ids": torch.tensor([i for r in batch for i in r.item_ids], dtype=torch.long)}

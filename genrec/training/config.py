@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrec.tasks.prompts import TEMPLATES
+from genrec.tracking import check_report_to
 
-AUX_TERMS = ("contrastive_semantic", "contrastive_behavior", "reconstruction_embedding", "reconstruction_codes")
+AUX_TERMS = ("contrastive_semantic", "contrastive_behavior", "reconstruction_embedding", "reconstruction_codes",
+             "distill")
 
 MODES = ("qlora", "lora", "full")
 SCRATCH = "scratch"
@@ -96,12 +98,19 @@ class LossConfig:
     })  # aux term → weight (LM loss has weight 1); a term with weight 0 is not computed
     num_negatives: int = 2048  # sampled catalog negatives for the contrastive loss (whole catalog if smaller)
     temperature: float = 0.07  # InfoNCE temperature
+    distill_teacher: str | None = None  # `genrec baseline --model sasrec` output dir (weights.distill > 0)
+    distill_temperature: float = 1.0  # softmax temperature of the teacher's item distribution
 
     def __post_init__(self) -> None:
         unknown = sorted(k for k, w in self.weights.items() if w and k not in AUX_TERMS)
         if unknown:
             raise ValueError(f"losses.weights names unknown terms {unknown}; valid: {list(AUX_TERMS)} "
                              "(the LM loss always has weight 1)")
+        if self.weights.get("distill") and not self.distill_teacher:
+            raise ValueError("losses.weights.distill > 0 needs losses.distill_teacher: a `genrec baseline "
+                             "--model sasrec` output directory trained on the same dataset")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"losses.distill_temperature must be > 0, got {self.distill_temperature}")
         if self.num_negatives < 1:
             raise ValueError(f"losses.num_negatives must be >= 1, got {self.num_negatives}")
         if self.temperature <= 0:
@@ -130,6 +139,8 @@ class TrainingConfig:
     # / ndcg@20 / recall@20 of constrained beam search on ranking_users seeded validation users
     ranking_users: int = 512  # select_by other than loss: validation users ranked at every evaluation
     ranking_beams: int = 20  # select_by other than loss: beam width of that ranking
+    report_to: str = "none"  # experiment tracker: none | tensorboard (event files in RUN/tensorboard) | wandb |
+    # mlflow; passed to TrainingArguments(report_to=...); train_log.jsonl is written either way
 
     def __post_init__(self) -> None:
         if self.select_by not in SELECT_BY:
@@ -137,6 +148,7 @@ class TrainingConfig:
         if self.ranking_users < 1 or self.ranking_beams < 20:
             raise ValueError("training.ranking_users must be >= 1 and training.ranking_beams >= 20 (the ranking "
                              f"reads the top 20); got {self.ranking_users} and {self.ranking_beams}")
+        check_report_to(self.report_to, "training.report_to")
 
 
 @dataclass

@@ -25,7 +25,8 @@ from genrec.data.dataset import Dataset
 from genrec.data.split import leave_one_out
 from genrec.errors import ConfigError
 from genrec.io import checksums, provenance, write_json
-from genrec.training.config import COMPACT, TrainConfig
+from genrec.tracking import hf_report_to
+from genrec.training.config import COMPACT, SCRATCH, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
         return
     saved = yaml.safe_load(saved_path.read_text())
     now = to_dict(cfg)
+    # a key added to a section since the run started reads as its default there
+    for section, values in to_dict(TrainConfig(data=cfg.data, tokenizer=cfg.tokenizer)).items():
+        if isinstance(values, dict) and isinstance(saved.get(section), dict):
+            saved[section] = {**values, **saved[section]}
     diff = sorted(_diff_keys(saved, now))
     if diff:
         raise ConfigError(f"cannot resume {run_dir}: the config changed since it started ({', '.join(diff)}); "
@@ -127,7 +132,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
         logging_steps=t.logging_steps, eval_strategy="steps", eval_steps=t.eval_steps, save_strategy="steps",
         save_steps=t.eval_steps, save_total_limit=t.save_total_limit, load_best_model_at_end=True,
         metric_for_best_model=f"eval_{t.select_by}", greater_is_better=t.select_by != "loss", seed=cfg.seed, data_seed=cfg.seed,
-        bf16=t.bf16, use_cpu=not torch.cuda.is_available(), report_to=[], remove_unused_columns=False,
+        bf16=t.bf16, use_cpu=not torch.cuda.is_available(), report_to=hf_report_to(t.report_to), remove_unused_columns=False,
         deepspeed=t.deepspeed, dataloader_num_workers=t.dataloader_num_workers, save_only_model=False,
         # The aux heads run outside the wrapped forward: DDP must not mark them unused.
         ddp_find_unused_parameters=False,
@@ -135,16 +140,39 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     callbacks = [JsonlLogger(run_dir / layout.TRAIN_LOG)]
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    distill = (code_distillation(cfg, ds, [tok(ix, add_special_tokens=False)["input_ids"] for ix in builder.index])
+               if cfg.losses.weights.get("distill") else None)
     trainer = GenRecTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
                             data_collator=Collator(tok.pad_token_id), loss_weights=dict(cfg.losses.weights),
+                            distill=distill,
                             response_logits_only=t.response_logits_only, group_by_length=t.group_by_length,
                             ranker=None if t.select_by == "loss" else validation_ranker(cfg, split, tok, sid,
                                                                                          builder.index, codes),
                             callbacks=callbacks)
+    for cb in trainer.callback_handler.callbacks:  # TensorBoard events in RUN/tensorboard, not in checkpoints/
+        if type(cb).__name__ == "TensorBoardCallback" and getattr(cb, "logging_dir", None) is None:
+            cb.logging_dir = str(run_dir / layout.TENSORBOARD)
     trainer.train(resume_from_checkpoint=True if resume else None)
     if trainer.is_world_process_zero():
         _finalize(cfg, run_dir, trainer, tok, itok, ds, trainable, total)
     return run_dir
+
+
+def code_distillation(cfg: TrainConfig, ds: Dataset, item_token_ids: list[list[int]]) -> Any:
+    """The ``distill`` term: the SASRec of ``losses.distill_teacher``, checked against the dataset."""
+    from genrec.baselines.artifact import CHECKPOINT, load_sasrec
+    from genrec.training.losses.distill import CodeDistillation
+
+    path = Path(cfg.losses.distill_teacher) / CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(f"losses.distill_teacher: {path} does not exist; train the teacher with `genrec baseline "
+                          f"--model sasrec --data {cfg.data} --out DIR` and pass DIR")
+    teacher, _ = load_sasrec(path)
+    if teacher.num_items != ds.num_items:
+        raise ConfigError(f"losses.distill_teacher was trained on {teacher.num_items} items but {cfg.data} has "
+                          f"{ds.num_items}; train the teacher on this dataset")
+    log.info("distilling from %s (temperature %s)", path, cfg.losses.distill_temperature)
+    return CodeDistillation(teacher, item_token_ids, cfg.losses.distill_temperature)
 
 
 def _vocabulary_texts(examples: list[Any]) -> tuple[list[str], list[str]]:
@@ -181,6 +209,7 @@ def validation_ranker(cfg: TrainConfig, split: Any, tok: Any, sid: int, index: l
 def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any, ds: Dataset,
               trainable: int, total: int) -> None:
     """Write the final artifacts through a staging directory, the model card last."""
+    from genrec.hub import base_record
     from genrec.training.report import loss_curve, model_card
 
     stage = run_dir / layout.STAGING
@@ -196,10 +225,17 @@ def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any
                            "type": str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1],
                            "device": str(trainer.args.device)}
     write_json(stage / layout.PROVENANCE, prov)
+    # The catalog and the base model's identity travel with the run: serving needs no dataset dir.
+    shutil.copyfile(Path(cfg.data) / "items.jsonl", stage / layout.CATALOG)
+    base = None if cfg.model.base == SCRATCH else base_record(cfg.model.base)
+    if base is not None:
+        write_json(stage / layout.BASE_MODEL, base)
     log_path = run_dir / layout.TRAIN_LOG
     if log_path.is_file():
         loss_curve(log_path, stage / layout.LOSS_CURVE)
-    (stage / layout.CARD).write_text(model_card(cfg, trainer.state, trainable, total, ds))
+    peft_card = (stage / layout.CARD).read_text(encoding="utf-8") if (stage / layout.CARD).is_file() else ""
+    (stage / layout.CARD).write_text(model_card(cfg, trainer.state, trainable, total, ds, base, peft_card),
+                                     encoding="utf-8")
     for entry in sorted(stage.iterdir(), key=lambda p: p.name == layout.CARD):
         dest = run_dir / entry.name
         if dest.is_dir():

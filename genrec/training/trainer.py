@@ -57,9 +57,10 @@ class GenRecTrainer(Trainer):
 
     def __init__(self, *args: Any, loss_weights: dict[str, float] | None = None,
                  response_logits_only: bool = True, ranker: Any = None, group_by_length: bool = False,
-                 **kwargs: Any) -> None:
+                 distill: nn.Module | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loss_weights = dict(loss_weights or {})
+        self.distill = distill  # CodeDistillation (losses.weights.distill), outside the model: never saved
         self.response_logits_only = response_logits_only
         self.ranker = ranker  # model -> {metric: value} on validation users
         self.group_by_length = group_by_length  # batches of similar lengths (datasets with .lengths())
@@ -71,8 +72,10 @@ class GenRecTrainer(Trainer):
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         aux_rows, aux_pos, aux_targets = inputs.pop("aux_rows"), inputs.pop("aux_pos"), inputs.pop("aux_targets")
+        aux_hist = inputs.pop("aux_hist", None)
         item_rows, item_pos, item_ids = inputs.pop("item_rows"), inputs.pop("item_pos"), inputs.pop("item_ids")
-        aux = find_aux(model) if any(k != "lm" and w for k, w in self.loss_weights.items()) else None
+        aux = find_aux(model) if any(k not in ("lm", "distill") and w for k, w in self.loss_weights.items()) else None
+        distill = self.distill if self.loss_weights.get("distill") and aux_hist is not None else None
         core = self.accelerator.unwrap_model(model)  # DDP / DeepSpeed wrappers hide config and LM head
         adapter = find_item_adapter(model)
         if adapter is not None:
@@ -83,12 +86,15 @@ class GenRecTrainer(Trainer):
             outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1)
             lm = response_lm_loss(core, outputs.hidden_states[-1], labels)
         else:
-            outputs = model(**inputs, output_hidden_states=aux is not None)
+            outputs = model(**inputs, output_hidden_states=aux is not None or distill is not None)
             lm = outputs.loss
         terms: dict[str, torch.Tensor] = {"lm": lm}
         if aux is not None and len(aux_rows):
             h = outputs.hidden_states[-1][aux_rows, aux_pos]  # [T, H]
             terms.update(aux(h, aux_targets))
+        if distill is not None:
+            terms["distill"] = distill(core.get_output_embeddings(), outputs.hidden_states[-1], aux_rows, aux_pos,
+                                       aux_hist, aux_targets)
         weights = {k: w for k, w in self.loss_weights.items() if k in terms}
         loss = weighted_total(terms, weights)
         if aux is not None and not len(aux_rows) and core is not model and model.training:

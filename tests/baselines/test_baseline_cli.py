@@ -99,7 +99,7 @@ def _run_expecting(args: list[str], exc: BaseException) -> None:
 
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_failed_or_interrupted_run_leaves_no_partial_output(successor_dir, tmp_path, monkeypatch, exc):
-    def failing(split, cfg, progress=True, log_path=None):
+    def failing(split, cfg, progress=True, log_path=None, **kwargs):
         Path(log_path).write_text('{"epoch": 1}\n')  # something was written before the failure
         raise exc
 
@@ -118,4 +118,6 @@ def test_failed_or_interrupted_run_leaves_no_partial_output(successor_dir, tmp_p
 def test_recipes_load():
     assert load_config(SASRecConfig, RECIPES / "baseline_sasrec_beauty.yaml").loss == "ce"
     assert load_config(SASRecConfig, RECIPES / "baseline_sasrec_ml100k.yaml").max_len >= 1
+    text = load_config(SASRecConfig, RECIPES / "baseline_sasrec_text.yaml")
+    assert (text.item_embeddings, text.text.model) == ("text+id", "minilm")
     assert load_config(PopularityConfig, None, []).test_counts == "train"

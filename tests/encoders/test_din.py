@@ -145,6 +145,14 @@ def test_config_errors_name_the_key(split):
         train_din(split, replace(TINY, max_history=21), progress=False)
 
 
+def test_device_auto_trains_here_and_a_missing_gpu_is_a_clear_error(split, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        train_din(split, replace(TINY, device="cuda"), progress=False)
+    with pytest.raises(ConfigError, match="auto, cpu, cuda"):
+        train_din(split, replace(TINY, device="gpu"), progress=False)
+
+
 def test_module_entry_point_trains_and_saves(tmp_path, capsys):
     data = twins_dataset(users=40).save(tmp_path / "ds")
     out = tmp_path / "din"

@@ -40,12 +40,16 @@ def tiny_llama(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("behavior", ["din", "sasrec"])
+@pytest.mark.parametrize("behavior", ["din", "sasrec", "sasrec_text"])
 def test_build_with_tiny_encoders_then_cold_start_by_text(tmp_path, dataset_dir, tiny_llama, behavior):
     enc = (["behavior.din.dim=8", "behavior.din.epochs=2", "behavior.din.num_negatives=5",
             "behavior.din.batch_size=64", "behavior.din.attention_hidden=[8]", "behavior.din.mlp_hidden=[8]"]
            if behavior == "din" else
            ["behavior.sasrec.hidden=8", "behavior.sasrec.epochs=2", "behavior.sasrec.batch_size=64"])
+    if behavior == "sasrec_text":  # SASRec on text+id item tables, text from the semantic stream's encoder
+        behavior = "sasrec"
+        enc += ["behavior.sasrec.item_embeddings=text+id", f"behavior.sasrec.text.model={tiny_llama}",
+                "behavior.sasrec.text.fields=[title]", "behavior.sasrec.adapter_hidden=8"]
     cfg = load_config(TokenizerConfig, None, [
         "name=e2e", f"data={dataset_dir}", f"out_dir={tmp_path / 'out'}", "progress=false", "plots=false",
         "max_history=10", f"cache_dir={tmp_path / 'cache'}",

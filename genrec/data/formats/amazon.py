@@ -12,6 +12,10 @@ holds Python literals, else 2018. Reviews are de-duplicated on ``(user, item, ti
 k-core filtered (option ``k_core``, default 5, repeated until every remaining user and item
 has at least k interactions; 0 disables) and ordered by ``unixReviewTime`` (ties keep file
 order). HTML tags and entities are removed from all text.
+
+Reviews are read line by line into integer columns (:mod:`genrec.data.columnar`); duplicates and
+the k-core are found with array sorts and counts, so a full category (10^7+ reviews) needs
+~16 bytes a review plus the user and item vocabularies, not a Python tuple per review.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from genrec.data.columnar import InteractionColumns, drop_duplicates, k_core_columns
 from genrec.data.dataset import Item, RawData
 from genrec.data.formats.common import (
     ItemTable,
@@ -136,9 +141,7 @@ def read(path: Path, **options: Any) -> RawData:
     opts = check_options("amazon", options, OPTIONS)
     reviews_path, meta_path, named_2014 = resolve(Path(path), opts["name"])
 
-    rows: list[tuple[str, str, float]] = []
-    seen: set[tuple[str, str, float]] = set()
-    duplicates = 0
+    columns = InteractionColumns(timed=True)
     for lineno, line in text_lines(reviews_path, opts["encoding"], desc=f"reviews {reviews_path.name}"):
         if not line.strip():
             continue
@@ -148,17 +151,13 @@ def read(path: Path, **options: Any) -> RawData:
             raise DataError(f"{reviews_path} line {lineno}: review lacks {', '.join(missing)} "
                             f"(each line needs {', '.join(_REVIEW_KEYS)}); is this the reviews file?")
         try:
-            row = (id_str(rec["reviewerID"]), id_str(rec["asin"]), float(rec["unixReviewTime"]))
+            ts = float(rec["unixReviewTime"])
         except (TypeError, ValueError):
             raise DataError(f"{reviews_path} line {lineno}: unixReviewTime {rec['unixReviewTime']!r} "
                             "is not a number") from None
-        if row in seen:
-            duplicates += 1
-            continue
-        seen.add(row)
-        rows.append(row)
-    del seen
-    rows, counts = k_core(rows, opts["k_core"])
+        columns.add(id_str(rec["reviewerID"]), id_str(rec["asin"]), ts)
+    rows, duplicates = drop_duplicates(columns.build())
+    rows, counts = k_core_columns(rows, opts["k_core"])
 
     table = ItemTable(meta_path)
     literal_lines = 0
@@ -174,7 +173,7 @@ def read(path: Path, **options: Any) -> RawData:
 
     counts = {"duplicate_interactions_dropped": duplicates, **counts,
               "item_duplicates_identical": table.identical_duplicates}
-    return RawData(interactions=list(rows), items=table.items, format="amazon",
+    return RawData(interactions=rows, items=table.items, format="amazon",
                    inputs=[str(reviews_path), str(meta_path)],
                    filters={"release": 2014 if named_2014 or literal_lines else 2018,
                             "k_core": opts["k_core"]},

@@ -1,0 +1,1 @@
+"""``genrec align``: preference alignment (DPO, GRPO through trl) of a finished genrec run."""

@@ -21,6 +21,7 @@ Per dataset (``beauty``: p5 reader on ``../shared/datasets/beauty``; ``scientifi
   | ``dual`` | semantic then behavior codes (EAGER-LLM) | nothing (the recipe) |
   | ``dual_adapter`` / ``dual_no_adapter`` | dual | history-item embeddings on / off (the recipes differ by dataset) |
   | ``dual_select_by_loss`` | dual | best checkpoint by validation loss |
+  | ``dual_no_distill`` | dual | no distillation from SASRec (the LM loss alone) |
   | ``dual_windows`` | dual | the recipe before the sequence task: SmolLM2 vocabulary, one example per window, 2 epochs, selection by loss |
   | ``dual_aux`` | dual | + global contrastive (both streams) + reconstruction |
   | ``semantic`` / ``behavior`` | one stream only (TIGER-like / behavior codes) | (no adapter without a behavior stream) |
@@ -67,7 +68,8 @@ NO_ADAPTER = "model.item_embeddings=[]"
 ADAPTER = "model.item_embeddings=[behavior]"
 # The recipe before the sequence task: SmolLM2's vocabulary, one example per window, selection by loss.
 WINDOWS = ["model.tokenizer=smollm2-135m", NO_ADAPTER, "tasks.mix={sequence: 0, seqrec: 1.0, item2index: 1.0}",
-           "training.select_by=loss", "training.batch_size=32", "training.epochs=2", "training.eval_steps=500"]
+           "training.select_by=loss", "training.batch_size=32", "training.epochs=2", "training.eval_steps=500",
+           "losses.weights.distill=0"]
 VARIANTS = {
     "semantic": (["semantic"], [NO_AUX, NO_ADAPTER]),  # no behavior stream for the adapter
     "behavior": (["behavior"], [NO_AUX]),
@@ -79,6 +81,7 @@ VARIANTS = {
     "dual_no_adapter": (["semantic", "behavior"], [NO_AUX, NO_ADAPTER]),
     "dual_adapter": (["semantic", "behavior"], [NO_AUX, ADAPTER]),
     "dual_select_by_loss": (["semantic", "behavior"], [NO_AUX, "training.select_by=loss"]),
+    "dual_no_distill": (["semantic", "behavior"], [NO_AUX, "losses.weights.distill=0"]),
     "dual_windows": (["semantic", "behavior"], [NO_AUX, *WINDOWS]),
     # ablation of the auxiliary terms (bench/ablation.py)
     "dual_contrastive": (["semantic", "behavior"], [
@@ -191,21 +194,7 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     results["tokenizers"] = {p.name: read_json(p / "stats.json") for p in sorted(toks.iterdir())
                              if (p / "stats.json").is_file()}
 
-    runs = out / "runs"
-    train_recipe = args.train_recipe or str(ROOT / "recipes" / f"train_{args.dataset}_tiny.yaml")
-    results["train_recipe"] = train_recipe
-    results["split"] = split
-    evals: dict[str, dict] = {}
-    for variant in args.variants:
-        streams, extra = VARIANTS[variant]
-        tok = toks / _tokenizer_name(streams)
-        run = runs / variant
-        if not (run / "README.md").is_file():
-            resume = ["--resume"] if (run / "checkpoints").is_dir() else []
-            _timed(results, f"train_{variant}", lambda v=variant, t=tok, e=extra, r=resume: _cli(
-                ["train", "--config", train_recipe, *r, f"data={data}",
-                 f"tokenizer={t}", f"output_dir={runs}", f"name={v}", f"seed={args.seed}",
-                 f"training.max_steps={args.max_steps}", *e, *train_over]))
+    # The recipes distil from SASRec: the teacher must be trained before any genrec variant.
     if bg is not None:
         proc, started, log_path, threads = bg
         log.info("waiting for the background SASRec runs (log %s)", log_path)
@@ -220,6 +209,22 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     results["sasrec_chosen"] = max(valid, key=valid.get)  # by validation NDCG@10, never by test
     base["sasrec"] = base[results["sasrec_chosen"]]
     log.info("SASRec yardstick: %s (validation NDCG@10 %s)", results["sasrec_chosen"], valid)
+    runs = out / "runs"
+    train_recipe = args.train_recipe or str(ROOT / "recipes" / f"train_{args.dataset}_tiny.yaml")
+    results["train_recipe"] = train_recipe
+    results["split"] = split
+    evals: dict[str, dict] = {}
+    for variant in args.variants:
+        streams, extra = VARIANTS[variant]
+        tok = toks / _tokenizer_name(streams)
+        run = runs / variant
+        if not (run / "README.md").is_file():
+            resume = ["--resume"] if (run / "checkpoints").is_dir() else []
+            _timed(results, f"train_{variant}", lambda v=variant, t=tok, e=extra, r=resume: _cli(
+                ["train", "--config", train_recipe, *r, f"data={data}",
+                 f"tokenizer={t}", f"output_dir={runs}", f"name={v}", f"seed={args.seed}",
+                 f"training.max_steps={args.max_steps}", f"losses.distill_teacher={base['sasrec']}", *e,
+                 *train_over]))
     for variant in args.variants:
         run = runs / variant
         ev = out / f"eval_{split}" / variant

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 from genrec.baselines.artifact import (
@@ -33,20 +35,15 @@ from genrec.baselines.artifact import (
     metrics_record,
     save_checkpoint,
 )
-from genrec.baselines.popularity import (
-    PopularityConfig,
-    cold_popularity,
-    evaluate_counts,
-    evaluate_popularity,
-)
+from genrec.baselines.popularity import PopularityConfig, cold_popularity, evaluate_popularity
 from genrec.config import load_config, to_dict
 from genrec.data.dataset import Dataset
 from genrec.data.split import hold_out_items, leave_one_out, subset
-from genrec.encoders.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
+from genrec.encoders.sasrec import SASRecConfig, train_sasrec
 from genrec.encoders.text_items import item_text_features
 from genrec.errors import ConfigError
 from genrec.io import atomic_dir, checksums, provenance, write_json
-from genrec.metrics import METRIC_KEYS
+from genrec.metrics import METRIC_KEYS, evaluate_scores
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +79,9 @@ def run_baseline(data: str | Path, model: str, out: str | Path, config: str | Pa
         if model == "pop":
             pop = evaluate_popularity(split, cfg, progress=progress)
             if cold is not None:
-                test_cold = evaluate_counts(cold_popularity(full, cold), subset(split.test, cold_users), cfg,
+                counts = torch.as_tensor(cold_popularity(full, cold), dtype=torch.float32)
+                test_cold = evaluate_scores(_among(lambda h: counts.expand(len(h), -1), cold),
+                                            subset(split.test, cold_users), cfg.max_len, batch_size=cfg.eval_batch_size,
                                             desc="test cold", progress=progress)
             seed, extra, valid, test = None, {}, pop.valid_metrics, pop.test_metrics
         else:
@@ -91,8 +90,9 @@ def run_baseline(data: str | Path, model: str, out: str | Path, config: str | Pa
             save_checkpoint(res.model, cfg, tmp / CHECKPOINT)
             np.save(tmp / ITEM_EMBEDDINGS, res.model.item_embeddings())
             if cold is not None:
-                test_cold = evaluate_sasrec(res.model, subset(split.test, cold_users), cfg, desc="test cold",
-                                            progress=progress)
+                res.model.eval()
+                test_cold = evaluate_scores(_among(res.model.score, cold), subset(split.test, cold_users), cfg.max_len,
+                                            batch_size=cfg.eval_batch_size, desc="test cold", progress=progress)
             seed, valid, test = cfg.seed, res.valid_metrics, res.test_metrics
             extra = {"best_epoch": res.best_epoch, "epochs_run": len(res.history),
                      "train_seconds": round(res.seconds, 2)}
@@ -108,6 +108,19 @@ def run_baseline(data: str | Path, model: str, out: str | Path, config: str | Pa
                      "split": {"protocol": "leave_one_out", "max_history": cfg.max_len}, **extra})
         write_json(tmp / PROVENANCE, prov)
     return record
+
+
+def _among(score_fn: Callable[[np.ndarray], torch.Tensor], items: np.ndarray) -> Callable[[np.ndarray], torch.Tensor]:
+    """``score_fn`` with every item outside ``items`` ``[N]`` bool ranked last: the cold-start
+    ranking is among the held-out items only (the shelf of new items)."""
+    keep = torch.from_numpy(np.asarray(items, dtype=bool))
+
+    def scores(histories: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            s = score_fn(histories).float()
+        return s.masked_fill(~keep.to(s.device), float("-inf"))
+
+    return scores
 
 
 def format_metrics(record: dict[str, dict[str, float]]) -> str:

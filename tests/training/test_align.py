@@ -81,6 +81,8 @@ def test_dpo_lora_trains_against_the_start_run_and_serves(runs, recipe):
     assert cfg["align"]["start_run"] == str(lora.resolve())
     mined = [json.loads(x) for x in (out / "negatives.jsonl").read_text().splitlines()[1:]]
     assert mined and all(r["target"] not in r["negatives"] and len(r["negatives"]) <= 2 for r in mined)
+    seqs = tiny_dataset().sequences  # negatives are never items of the user's training sequence (known positives)
+    assert all(not set(r["negatives"]) & set(seqs[r["user"]][:-2].tolist()) for r in mined)
     _serves_valid_items(out)
 
 

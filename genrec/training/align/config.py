@@ -22,7 +22,8 @@ class DPOSection:
     skip_top: int = 0  # wrong items ranked above this many are skipped (0: the hardest negatives are used)
     beams: int = 20  # beam width of the negative-mining search (>= skip_top + negatives + 1)
     exclude_seen: bool = True  # never use an item of the user's training sequence as a negative (known positive)
-    sft_weight: float = 0.0  # weight of an extra NLL term on the chosen item (trl's "sft" loss; 0: pure DPO)
+    sft_weight: float = 1.0  # weight of an NLL term on the chosen item (trl's "sft" loss) added to DPO; 0: pure DPO
+    # (which collapsed the ranking in docs/RESULTS.md: the chosen item's probability falls with the negatives')
 
     def __post_init__(self) -> None:
         if self.beta <= 0:

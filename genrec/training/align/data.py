@@ -78,7 +78,7 @@ def mining_key(identity: dict[str, str], settings: dict[str, Any]) -> str:
 
 def mine_negatives(model: Any, prompts: Prompts, trie: Any, beams: int, negatives: int, skip_top: int,
                    exclude_seen: bool = True, batch_size: int = 16) -> list[dict[str, Any]]:
-    """Per prompt ``{"target", "target_rank", "negatives", "scores", "target_score"}``: the items of a
+    """Per prompt ``{"user", "target", "target_rank", "negatives", "scores", "target_score"}``: the items of a
     ``beams``-wide constrained beam search, best first, without the true item (and, with
     ``exclude_seen``, without the other items of the user's training prefix: known positives),
     ``skip_top`` skipped, ``negatives`` kept (``target_rank`` is 1-based, 0 when the true item is not
@@ -94,7 +94,7 @@ def mine_negatives(model: Any, prompts: Prompts, trie: Any, beams: int, negative
             rank = next((r + 1 for r, (i, _) in enumerate(found) if i == target), 0)
             known = prompts.seen[start + row] if exclude_seen else frozenset()
             wrong = [(i, s) for i, s in found if i != target and i not in known][skip_top:skip_top + negatives]
-            out.append({"target": target, "target_rank": rank, "negatives": [i for i, _ in wrong],
+            out.append({"user": int(prompts.users[start + row]), "target": target, "target_rank": rank, "negatives": [i for i, _ in wrong],
                         "scores": [round(s, 4) for _, s in wrong],
                         "target_score": round(found[rank - 1][1], 4) if rank else None})
         if (start // batch_size) % 50 == 0:
@@ -160,6 +160,13 @@ class ItemReward:
         self.by_tokens = {s: i for i, s in enumerate(self.item_ids)}
         self.eos_id, self.prefix_credit = eos_id, prefix_credit
         self.counts = {"completions": 0, "invalid": 0, "exact": 0, "reward_sum": 0.0}
+
+    def summary(self) -> dict[str, float]:
+        """Completions scored by this process (a resumed run counts from the resume), how many were
+        invalid, the share that was the true item, and the mean reward."""
+        c, n = self.counts, max(self.counts["completions"], 1)
+        return {"completions": c["completions"], "invalid": c["invalid"], "exact_share": round(c["exact"] / n, 4),
+                "mean_reward": round(c["reward_sum"] / n, 4)}
 
     def item_of(self, completion: Sequence[int]) -> int | None:
         toks = [int(t) for t in completion]

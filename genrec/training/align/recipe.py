@@ -123,13 +123,9 @@ def _train(cfg: AlignConfig, start: StartRun, config: dict[str, Any], resume: bo
         reward = align_data.ItemReward(policy.item_ids, policy.tokenizer.eos_token_id, g.prefix_credit)
         rollout = align_data.TrieRollout(prompts.ids, policy.trie, g.temperature, cfg.seed)
         trainer = grpo_trainer(cfg, policy, len(prompts), prompts.targets.tolist(), rollout, reward, ckpt, callbacks)
-        summary = reward.counts
     trainer.train(resume_from_checkpoint=True if resume else None)
     if cfg.method == "grpo":
-        c = reward.counts
-        summary = {"completions": c["completions"], "invalid": c["invalid"], "exact_share":
-                   round(c["exact"] / max(c["completions"], 1), 4),
-                   "mean_reward": round(c["reward_sum"] / max(c["completions"], 1), 4)}
+        summary = reward.summary()
     if trainer.is_world_process_zero():
         _finalize(cfg, start, config, trainer, policy, summary, time.time() - started, len(prompts))
     return run_dir

@@ -25,6 +25,8 @@ packages can both depend on it without depending on each other.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,18 @@ CARD_TAGS = ("genrec", "recommendation", "generative-recommendation")
 # What identifies a run's model for provenance (checksummed by ``genrec evaluate``).
 IDENTITY_FILES = ("adapter_model.safetensors", ADAPTER_CONFIG, "model.safetensors", CONFIG, "tokenizer.json",
                   f"{ITEM_TOKENIZER}/item_codes.json", CATALOG)
+
+
+def publish(stage: Path, run: Path) -> None:
+    """Move every file of a finished ``stage`` directory into the run directory ``run`` (replacing
+    what is there) and remove ``stage``. The model card moves last: a run counts as finished
+    (:func:`is_finished`) only once everything else is in place."""
+    for entry in sorted(stage.iterdir(), key=lambda p: p.name == CARD):
+        dest = run / entry.name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        os.replace(entry, dest)
+    stage.rmdir()
 
 
 def has_checkpoint(run: str | Path) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -236,11 +235,6 @@ def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any
     peft_card = (stage / layout.CARD).read_text(encoding="utf-8") if (stage / layout.CARD).is_file() else ""
     (stage / layout.CARD).write_text(model_card(cfg, trainer.state, trainable, total, ds, base, peft_card),
                                      encoding="utf-8")
-    for entry in sorted(stage.iterdir(), key=lambda p: p.name == layout.CARD):
-        dest = run_dir / entry.name
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        os.replace(entry, dest)
-    stage.rmdir()
+    layout.publish(stage, run_dir)
     log.info("wrote %s", run_dir)
 

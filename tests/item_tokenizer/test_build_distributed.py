@@ -3,36 +3,17 @@ data-parallel and the main process writes the artifact, equal to a one-process b
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import torch
+from itok_synthetic import tiny_word_llama
 
 from genrec.cli import main as cli
 from genrec.data.dataset import Dataset
 from tests.launch import accelerate_2proc
 
 
-def _tiny_llama(path: Path, texts: list[str]) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>"]))
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(hf), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id, bos_token_id=None)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    hf.save_pretrained(path)
-    return path
-
-
 def test_two_process_build_equals_one_process_build(tmp_path, dataset_dir):
     items = Dataset.load(dataset_dir).items
-    model = _tiny_llama(tmp_path / "llama", [it.text() for it in items])
+    model = tiny_word_llama(tmp_path / "llama", [it.text() for it in items])
     np.save(tmp_path / "beh.npy", np.random.default_rng(0).normal(size=(len(items), 6)).astype(np.float32))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from itok_synthetic import tiny_word_llama
 
 from genrec.config import load_config
 from genrec.data.dataset import Dataset, Item
@@ -21,23 +21,9 @@ from genrec.item_tokenizer.config import TokenizerConfig
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> Path:
     """A 2-layer LLaMA with a word-level tokenizer over the test catalog's words."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     words = ["Title: space opera cowboy western kitchen cooking jazz piano garden tools chess puzzles volume",
              " ".join(str(i) for i in range(100))]
-    raw = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    raw.train_from_iterator(words, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>"]))
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return tiny_word_llama(tmp_path_factory.mktemp("tiny-llama"), words)
 
 
 @pytest.mark.parametrize("behavior", ["din", "sasrec", "sasrec_text"])

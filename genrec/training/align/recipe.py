@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -188,10 +187,5 @@ def _finalize(cfg: AlignConfig, start: StartRun, config: dict[str, Any], trainer
                                 "adapter" if start.mode != "full" else "finetune")
     body = model_card(cfg, start, trainer.state, summary, seconds, num_prompts)
     (stage / layout.CARD).write_text(layout.join_card(meta, body), encoding="utf-8")
-    for entry in sorted(stage.iterdir(), key=lambda p: p.name == layout.CARD):
-        dest = run_dir / entry.name
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        os.replace(entry, dest)
-    stage.rmdir()
+    layout.publish(stage, run_dir)
     log.info("wrote %s", run_dir)

@@ -178,9 +178,14 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     recipe = ROOT / "recipes" / f"tokens_{args.dataset}.yaml"
     dual = toks / "dual"
     if not (dual / "item_codes.json").is_file():
+        table = []  # a recipe whose behavior stream is the SASRec baseline's table reads this run's
+        if _recipe_key(recipe, tok_over, "behavior", "encoder", "din") == "precomputed":
+            _wait_background(bg, base, results)
+            bg = None
+            table = [f"behavior.embeddings={base['sasrec_id'] / 'item_embeddings.npy'}"]
         _timed(results, "tokens_dual", lambda: _cli(
             ["tokens", "build", "--config", str(recipe), f"data={data}", f"out_dir={toks}", "name=dual",
-             f"seed={args.seed}", *tok_over]))
+             f"seed={args.seed}", *table, *tok_over]))
     for streams in dict.fromkeys(tuple(VARIANTS[v][0]) for v in args.variants):
         name = _tokenizer_name(list(streams))
         if name != "dual" and not (toks / name / "item_codes.json").is_file():
@@ -195,16 +200,8 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
                              if (p / "stats.json").is_file()}
 
     # The recipes distil from SASRec: the teacher must be trained before any genrec variant.
-    if bg is not None:
-        proc, started, log_path, threads = bg
-        log.info("waiting for the background SASRec runs (log %s)", log_path)
-        if proc.wait():
-            raise SystemExit(f"the background SASRec run failed (exit {proc.returncode}); see {log_path}")
-        for name in ("sasrec_id", "sasrec_text"):  # their own durations: metrics.json is each run's last write
-            done = (base[name] / "metrics.json").stat().st_mtime
-            results.setdefault("wall_seconds", {})[name] = round(done - started, 1)
-            started = done
-        torch.set_num_threads(threads)
+    _wait_background(bg, base, results)
+    bg = None
     valid = {n: read_json(base[n] / "metrics.json")["valid"]["ndcg@10"] for n in ("sasrec_id", "sasrec_text")}
     results["sasrec_chosen"] = max(valid, key=valid.get)  # by validation NDCG@10, never by test
     base["sasrec"] = base[results["sasrec_chosen"]]
@@ -261,14 +258,36 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
 
 def _semantic_model(recipe: Path, tok_over: list[str]) -> str:
     """The semantic stream's text model of a tokenizer recipe (after ``tokens.`` overrides)."""
+    return _recipe_key(recipe, tok_over, "semantic", "text.model", "smollm2-135m")
+
+
+def _recipe_key(recipe: Path, tok_over: list[str], section: str, key: str, default: str) -> str:
+    """``section.key`` (``key`` may be dotted once) of a tokenizer recipe, after ``tokens.`` overrides."""
     import yaml
 
-    model = ((yaml.safe_load(recipe.read_text()) or {}).get("semantic") or {}).get("text", {}) or {}
-    model = model.get("model", "smollm2-135m")
+    node = (yaml.safe_load(recipe.read_text()) or {}).get(section) or {}
+    for part in key.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    value = node if isinstance(node, str) else default
     for o in tok_over:
-        if o.startswith("semantic.text.model="):
-            model = o.split("=", 1)[1]
-    return model
+        if o.startswith(f"{section}.{key}="):
+            value = o.split("=", 1)[1]
+    return value
+
+
+def _wait_background(bg, base: dict[str, Path], results: dict) -> None:
+    """Wait for the background SASRec runs of :func:`_start_background` (if any)."""
+    if bg is None:
+        return
+    proc, started, log_path, threads = bg
+    log.info("waiting for the background SASRec runs (log %s)", log_path)
+    if proc.wait():
+        raise SystemExit(f"the background SASRec run failed (exit {proc.returncode}); see {log_path}")
+    for name in ("sasrec_id", "sasrec_text"):  # their own durations: metrics.json is each run's last write
+        done = (base[name] / "metrics.json").stat().st_mtime
+        results.setdefault("wall_seconds", {})[name] = round(done - started, 1)
+        started = done
+    torch.set_num_threads(threads)
 
 
 def _start_background(commands: list[list[str]], log_path: Path) -> tuple[subprocess.Popen, float, Path, int]:

@@ -196,7 +196,7 @@ def main() -> None:
     ap.add_argument("--variants", action="store_true",
                     help="with --tokenizer: also rebuild from its embeddings with plain / residual trees, "
                          "without preprocessing and with whitening")
-    ap.add_argument("--full", action="store_true", help="build recipes/tokens_scientific.yaml (SmolLM2 + DIN)")
+    ap.add_argument("--full", action="store_true", help="build recipes/tokens_scientific.yaml with SmolLM2 + DIN streams")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--din-epochs", type=int, default=3, help="DIN epoch cap of the default run (CPU: ~100 s each)")
     ap.add_argument("--din-eval-users", type=int, default=500, help="validation users DIN early-stops on")
@@ -231,7 +231,8 @@ def main() -> None:
     elif args.full:
         t = time.time()
         out = build_tokenizer(load_config(TokenizerConfig, ROOT / "recipes" / "tokens_scientific.yaml",
-                                          [f"data={ds_dir}", f"out_dir={work}", f"seed={args.seed}"]))
+                                          [f"data={ds_dir}", f"out_dir={work}", f"seed={args.seed}",
+                                           "semantic.text.model=smollm2-135m", "behavior.encoder=din"]))
         print(f"full build (SmolLM2-135M + DIN + clustering): {time.time() - t:.0f} s -> {out}", flush=True)
         ours.append(("genrec balanced (SmolLM2+DIN)", load_item_tokenizer(out)))
     else:

@@ -50,6 +50,9 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baselines", nargs="*", default=[], metavar="DIR",
                    help="`genrec baseline` output directories to compare against")
     p.add_argument("--num-beams", type=int, default=20, help="beam width (default 20)")
+    p.add_argument("--scoring", choices=["beam", "exact"], default="beam",
+                   help="beam: constrained beam search (default); exact: score every catalog item (slower, no beam "
+                        "misses; see docs/serving.md)")
     p.add_argument("--batch-size", type=int, default=8, help="users decoded at once (default 8)")
     p.add_argument("--max-users", type=int, default=None,
                    help="evaluate a seeded random subset of this many users (baselines re-scored on the same)")
@@ -71,6 +74,9 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
                    help='attribute filter, e.g. \'{"categories": "Comedy"}\' (see docs/serving.md)')
     p.add_argument("--instruction", default=None, help="custom prompt text ({history} = the history's indices)")
     p.add_argument("--num-beams", type=int, default=None, help="beam width (default max(20, k))")
+    p.add_argument("--scoring", choices=["beam", "exact"], default="beam",
+                   help="beam: constrained beam search (default); exact: score every catalog item (slower, no beam "
+                        "misses; see docs/serving.md)")
     p.add_argument("--data", default=None,
                    help="dataset directory whose items to serve (default: the run's catalog.jsonl; needed only "
                         "for runs written without one whose recorded dataset has moved)")
@@ -88,6 +94,9 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=256,
                    help="requests allowed to wait for the model; more are answered 503 (default 256, 0: no limit)")
     p.add_argument("--num-beams", type=int, default=20, help="default beam width (default 20)")
+    p.add_argument("--scoring", choices=["beam", "exact"], default="beam",
+                   help="beam: constrained beam search (default); exact: score every catalog item (slower, no beam "
+                        "misses; see docs/serving.md)")
     p.add_argument("--data", default=None,
                    help="dataset directory whose items to serve (default: the run's catalog.jsonl; needed only "
                         "for runs written without one whose recorded dataset has moved)")

@@ -1,13 +1,14 @@
-"""Constrained decoding of item indices: tensor trie, beam search, sampling, per-request filters.
+"""Constrained decoding of item indices: tensor trie, beam search, exact scoring, sampling, per-request filters.
 
 HF ``generate`` reference adapters (for tests and benchmarks) live in
 :mod:`genrec.generation.hf_reference`, outside this package's exports.
 """
 
 from genrec.generation.beam import SearchOutput, search
+from genrec.generation.exact import exact_scores, exact_search
 from genrec.generation.filters import AttributeTable, ItemFilter, item_mask, node_masks
 from genrec.generation.sample import SampleOutput, sample
 from genrec.generation.trie import ItemTrie, item_token_ids
 
-__all__ = ["AttributeTable", "ItemFilter", "ItemTrie", "SampleOutput", "SearchOutput", "item_mask", "item_token_ids",
-           "node_masks", "sample", "search"]
+__all__ = ["AttributeTable", "ItemFilter", "ItemTrie", "SampleOutput", "SearchOutput", "exact_scores", "exact_search",
+           "item_mask", "item_token_ids", "node_masks", "sample", "search"]

@@ -53,11 +53,14 @@ DATASET_FILES = ("items.jsonl", "sequences.jsonl", "stats.json", "manifest.json"
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test", num_beams: int = 20,
                  batch_size: int = 8, max_users: int | None = None, seed: int = 0, progress: bool = True, *,
                  exclude_history: bool = False, out: str | Path | None = None,
-                 baselines: Sequence[str | Path] = (), recommender: Any = None) -> dict[str, Any]:
+                 baselines: Sequence[str | Path] = (), recommender: Any = None,
+                 scoring: str = "beam") -> dict[str, Any]:
     """Evaluate a ``genrec train`` run on ``split`` of the dataset ``data_dir``.
 
     ``max_users`` evaluates a seeded (``seed``) random subset of users; ``recommender`` reuses an
-    already loaded :class:`~genrec.inference.recommender.GenRecommender` of the run; ``out`` writes the
+    already loaded :class:`~genrec.inference.recommender.GenRecommender` of the run (its own
+    ``scoring`` then applies); ``scoring="exact"`` ranks by every item's score instead of beam
+    search (:mod:`genrec.generation.exact`); ``out`` writes the
     artifacts listed in the module docstring, ``baselines`` adds them to ``comparison.md``.
 
     Returns ``{split: {recall@5 .. ndcg@20, invalid_rate, coverage, users}, "split": split,
@@ -75,7 +78,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     start = time.time()
     data_dir = Path(data_dir)
     ranks = Ranks()
-    rec = recommender or GenRecommender.from_pretrained(run_dir, device=resolve_device("auto"), data_dir=data_dir)
+    rec = recommender or GenRecommender.from_pretrained(run_dir, device=resolve_device("auto"), data_dir=data_dir,
+                                                        scoring=scoring)
     ds = Dataset.load(data_dir)
     if [it.item_id for it in ds.items] != [it.item_id for it in rec.items]:
         raise DataError(f"the items of {data_dir} differ from the catalog the run was loaded with; evaluate on the "
@@ -84,8 +88,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     users = sample_users(len(evalset), max_users, seed)
     data = subset(evalset, users)
     k_max = max(DEFAULT_KS)
-    k = min(k_max, num_beams, rec.num_items)
-    if k < k_max:
+    exact = rec.scoring == "exact"
+    k = min(k_max, rec.num_items if exact else num_beams, rec.num_items)
+    if k < k_max and not exact:
         log.warning("ranking only %d items per user (num_beams=%d, %d items): metrics @%d count targets beyond "
                     "rank %d as misses", k, num_beams, rec.num_items, k_max, k)
     ranked = np.full((len(data), k_max), -1, dtype=np.int64)
@@ -120,9 +125,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     log.info("%s: recall@10 %.4f ndcg@10 %.4f over %d users in %.0f s", split, metrics["recall@10"],
              metrics["ndcg@10"], len(data), seconds)
     result = {split: metrics, "split": split, "user_indices": users.tolist(), "num_beams": int(max(num_beams, k)),
-              "seconds": round(seconds, 2)}
+              "scoring": rec.scoring, "seconds": round(seconds, 2)}
     if out is not None:
         settings = {"run_dir": str(run_dir), "data_dir": str(data_dir), "split": split, "num_beams": num_beams,
+                    "scoring": rec.scoring,
                     "batch_size": batch_size, "max_users": max_users, "seed": seed,
                     "exclude_history": exclude_history, "max_history": rec.max_history, "prompt_template": 0,
                     "base_model": rec.base_model}
@@ -208,9 +214,10 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
     table = comparison_table({model_name: metrics, **rows})
     scope = "all users" if len(users) == n_all else f"a seeded random subset of {len(users)} of {n_all} users " \
         f"(seed {settings['seed']}); baselines re-scored on the same users"
+    how = "exact scoring of every item" if result.get("scoring") == "exact" else \
+        f"constrained beam search, {result['num_beams']} beams"
     md = (f"# {model_name} vs baselines — {split} split\n\n"
-          f"Leave-one-out, full catalog ({rec.num_items} items), {scope}. genrec: constrained beam search, "
-          f"{result['num_beams']} beams, history ≤ {rec.max_history}, "
+          f"Leave-one-out, full catalog ({rec.num_items} items), {scope}. genrec: {how}, history ≤ {rec.max_history}, "
           f"{'history excluded' if settings['exclude_history'] else 'seen items kept rankable'}; "
           f"invalid rate {metrics['invalid_rate']:.4f}, coverage@20 {metrics['coverage']:.4f}, top-1 share "
           f"{metrics['top1_share']:.4f}.\n\n{table}\n")
@@ -244,7 +251,7 @@ def main(args: argparse.Namespace) -> int:
     result = evaluate_run(args.model, args.data, split=args.split, num_beams=args.num_beams,
                           batch_size=args.batch_size, max_users=args.max_users, seed=args.seed,
                           progress=not args.no_progress, exclude_history=args.exclude_history, out=out,
-                          baselines=args.baselines or ())
+                          baselines=args.baselines or (), scoring=args.scoring)
     if Ranks().is_main:
         print((out / "comparison.md").read_text(encoding="utf-8"))
         print(f"wrote {out}/metrics.json ({result['seconds']:.0f} s)")

@@ -41,7 +41,8 @@ Request rules:
   front of the default prompt (which carries the history). The model was trained on the
   default phrasings, so free-form instructions are a best-effort extra.
 - ``num_beams``: beam width (default 20, raised to ``k`` when ``k`` is larger); an explicit
-  value below ``k`` is an error.
+  value below ``k`` is an error. Ignored with ``scoring="exact"`` (the recommender's setting),
+  which scores every catalog item instead of searching (:mod:`genrec.generation.exact`).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from genrec import run_dir as layout
 from genrec.data.dataset import Dataset, Item
 from genrec.encoders.item_adapter import find_item_adapter, prompt_extras
 from genrec.errors import ConfigError, DataError, RequestError
-from genrec.generation import AttributeTable, ItemFilter, ItemTrie, item_token_ids, search
+from genrec.generation import AttributeTable, ItemFilter, ItemTrie, exact_search, item_token_ids, search
 from genrec.runtime import resolve_device
 from genrec.tasks.collate import SUMMARY_TOKEN, history_prompt
 from genrec.tasks.prompts import TITLE_CHARS, index_string, render_history, serving_template
@@ -120,13 +121,15 @@ class GenRecommender:
                  max_history: int = 20, max_length: int = 512, use_chat_template: bool = True,
                  num_beams: int = DEFAULT_BEAMS, name: str = "", base_model: str = "",
                  run_dir: str | Path | None = None, data_dir: str | Path | None = None,
-                 sequence_format: bool = False) -> None:
+                 sequence_format: bool = False, scoring: str = "beam") -> None:
+        if scoring not in ("beam", "exact"):
+            raise ConfigError(f"scoring must be 'beam' or 'exact', got {scoring!r}")
         if len(items) != len(codes):
             raise DataError(f"{len(items)} items but {len(codes)} code lists")
         self.model, self.tokenizer = model.eval(), tokenizer
         self.items = list(items)
         self.max_history, self.max_length, self.use_chat_template = max_history, max_length, use_chat_template
-        self.num_beams = num_beams
+        self.num_beams, self.scoring = num_beams, scoring
         self.name, self.base_model = name, base_model
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -155,13 +158,15 @@ class GenRecommender:
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, merge: bool = True, *,
-                        data_dir: str | Path | None = None, num_beams: int = DEFAULT_BEAMS) -> GenRecommender:
+                        data_dir: str | Path | None = None, num_beams: int = DEFAULT_BEAMS,
+                        scoring: str = "beam") -> GenRecommender:
         """Load a run directory of ``genrec train`` or ``genrec export`` (see the module docstring).
 
         ``device``: default ``cuda`` when available, else ``cpu``. ``dtype``: default the run's
         ``model.dtype``. ``merge``: fold the LoRA weights into the base weights (faster decoding).
         ``data_dir``: a dataset directory whose items replace the run's catalog (needed only for
         runs written without ``catalog.jsonl`` whose recorded ``data`` directory has moved).
+        ``scoring``: ``"beam"`` (constrained beam search) or ``"exact"`` (every item scored).
         """
         from genrec.encoders.item_adapter import item_table
         from genrec.inference.catalog import load_catalog
@@ -189,7 +194,7 @@ class GenRecommender:
                    max_length=int(tcfg.get("max_length", 512)),
                    use_chat_template=bool(tcfg.get("use_chat_template", True)), num_beams=num_beams,
                    name=run.name, base_model=base, run_dir=run, data_dir=data,
-                   sequence_format=bool((tcfg.get("mix") or {}).get("sequence")))
+                   sequence_format=bool((tcfg.get("mix") or {}).get("sequence")), scoring=scoring)
 
     # ----------------------------------------------------------------------------------- lookups
     @property
@@ -342,8 +347,12 @@ class GenRecommender:
                 raise ConfigError("this model adds history-item embeddings: pass each prompt's items from render()")
             extras = prompt_extras(self.item_adapter, [len(p) for p in prompts], items)
         with self._lock:
-            out = search(self.model, prompts, num_beams, k, trie=self.trie, filters=list(filters),
-                         attributes=self.attributes, prompt_embeds=extras)
+            if self.scoring == "exact":
+                out = exact_search(self.model, prompts, self.trie, k, filters=list(filters),
+                                   attributes=self.attributes, prompt_embeds=extras)
+            else:
+                out = search(self.model, prompts, num_beams, k, trie=self.trie, filters=list(filters),
+                             attributes=self.attributes, prompt_embeds=extras)
         scores, items, seqs = out.scores, out.items, out.seqs
         eos = self.trie.eos_id
         results, generated, invalid = [], 0, 0
@@ -386,7 +395,7 @@ def main(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # stdout may be JSON for a pipe; keep stderr to real messages
-    rec = GenRecommender.from_pretrained(args.model, device=args.device, data_dir=args.data)
+    rec = GenRecommender.from_pretrained(args.model, device=args.device, data_dir=args.data, scoring=args.scoring)
     recs = rec.recommend(args.history, k=args.k, exclude="history" if args.exclude_history else None,
                          where=where, instruction=args.instruction, num_beams=args.num_beams)
     if args.json:

@@ -65,7 +65,7 @@ recommendation.
 - **Item tokenizer**: `{cfg.tokenizer}` (copied to `item_tokenizer/`)
 - **Tasks**: {', '.join(f'{k} × {v}' for k, v in cfg.tasks.mix.items())}
 - **Loss**: LM on responses + {', '.join(f'{w} · {k}' for k, w in cfg.losses.weights.items() if w) or 'nothing else'}
-- **Steps**: {state.global_step} (epoch {state.epoch or 0:.2f}); best checkpoint by validation loss
+- **Steps**: {state.global_step} (epoch {state.epoch or 0:.2f}); best checkpoint by {_selection(cfg)}
   `{state.best_model_checkpoint}`
 - **Final logged losses**: {', '.join(f'{k}={v:.4f}' for k, v in sorted(last.items())) or 'n/a'}
 - **Seed**: {cfg.seed}; versions: {', '.join(f'{k} {v}' for k, v in library_versions().items())}
@@ -86,3 +86,12 @@ transformers{" + peft (`base_model.json` names the exact base weights: for the e
 ```
 
 {versions}""")
+
+
+def _selection(cfg: Any) -> str:
+    """How the best checkpoint was chosen, in words (``training.select_by``)."""
+    by = str(getattr(cfg.training, "select_by", "loss") or "loss")
+    if by == "loss":
+        return "validation loss"
+    return f"validation {by.replace('ndcg', 'NDCG').replace('recall', 'Recall')} of constrained beam search " \
+        f"on {cfg.training.ranking_users} validation users"

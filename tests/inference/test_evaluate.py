@@ -87,3 +87,24 @@ def test_cli_evaluate_and_errors(tiny_run, data_dir, pop_dir, tmp_path, capsys):
                 str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_exact_scoring_ranks_every_item_and_agrees_with_wide_beams(tiny_run, data_dir, tmp_path):
+    from genrec.inference.recommender import GenRecommender
+
+    exact = GenRecommender.from_pretrained(tiny_run, device="cpu", scoring="exact")
+    out = tmp_path / "exact"
+    res = evaluate_run(tiny_run, data_dir, split="test", progress=False, recommender=exact, out=out)
+    assert res["scoring"] == "exact" and res["test"]["invalid_rate"] == 0.0
+    assert "exact scoring of every item" in (out / "comparison.md").read_text()
+    # A beam as wide as the catalog is exhaustive, so it must return the exact top-20 items.
+    wide = evaluate_run(tiny_run, data_dir, split="test", num_beams=exact.num_items, progress=False,
+                        recommender=GenRecommender.from_pretrained(tiny_run, device="cpu"))
+    assert wide["test"] == pytest.approx(res["test"])
+    recs = exact.recommend([exact.items[0].item_id], k=5, exclude="history")
+    assert len(recs) == 5 and exact.items[0].item_id not in {r.item_id for r in recs}
+    with pytest.raises(Exception, match="scoring must be"):
+        GenRecommender.from_pretrained(tiny_run, device="cpu", scoring="greedy")
+    assert cli(["evaluate", "--model", str(tiny_run), "--data", str(data_dir), "--out", str(tmp_path / "cli"),
+                "--scoring", "exact", "--no-progress", "--max-users", "5"]) == 0
+    assert read_json(tmp_path / "cli" / "provenance.json")["config"]["scoring"] == "exact"

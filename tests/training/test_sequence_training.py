@@ -42,6 +42,7 @@ def test_sequence_run_trains_selects_by_ranking_and_serves(tmp_path, mode):
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     evals = [r for r in log if "eval_ndcg@10" in r]
     assert len(evals) == 2 and all(0.0 <= r["eval_top1_share"] <= 1.0 for r in evals)
+    assert "best checkpoint by validation NDCG@10 of constrained beam search on 8" in (run / "README.md").read_text()
     saved = _adapter_weight(run)
     assert saved.abs().sum() > 0  # the adapter trained from its zero start
     rec = GenRecommender.from_pretrained(run)

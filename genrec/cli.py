@@ -40,6 +40,13 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="genrec.data.fetch:main")
 
 
+def _add_scoring(p: argparse.ArgumentParser) -> None:
+    """``--scoring``, shared by ``evaluate``, ``recommend`` and ``serve``."""
+    p.add_argument("--scoring", choices=["beam", "exact"], default="beam",
+                   help="beam: constrained beam search (default); exact: score every catalog item (slower, no beam "
+                        "misses; see docs/serving.md)")
+
+
 def _add_inference(sub: argparse._SubParsersAction) -> None:
     """``evaluate``, ``recommend`` and ``serve``: everything that loads a trained run."""
     p = sub.add_parser("evaluate", help="Recall/NDCG@K of a trained run (constrained beam search), vs baselines")
@@ -50,9 +57,7 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baselines", nargs="*", default=[], metavar="DIR",
                    help="`genrec baseline` output directories to compare against")
     p.add_argument("--num-beams", type=int, default=20, help="beam width (default 20)")
-    p.add_argument("--scoring", choices=["beam", "exact"], default="beam",
-                   help="beam: constrained beam search (default); exact: score every catalog item (slower, no beam "
-                        "misses; see docs/serving.md)")
+    _add_scoring(p)
     p.add_argument("--batch-size", type=int, default=8, help="users decoded at once (default 8)")
     p.add_argument("--max-users", type=int, default=None,
                    help="evaluate a seeded random subset of this many users (baselines re-scored on the same)")
@@ -74,9 +79,7 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
                    help='attribute filter, e.g. \'{"categories": "Comedy"}\' (see docs/serving.md)')
     p.add_argument("--instruction", default=None, help="custom prompt text ({history} = the history's indices)")
     p.add_argument("--num-beams", type=int, default=None, help="beam width (default max(20, k))")
-    p.add_argument("--scoring", choices=["beam", "exact"], default="beam",
-                   help="beam: constrained beam search (default); exact: score every catalog item (slower, no beam "
-                        "misses; see docs/serving.md)")
+    _add_scoring(p)
     p.add_argument("--data", default=None,
                    help="dataset directory whose items to serve (default: the run's catalog.jsonl; needed only "
                         "for runs written without one whose recorded dataset has moved)")
@@ -94,9 +97,7 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=256,
                    help="requests allowed to wait for the model; more are answered 503 (default 256, 0: no limit)")
     p.add_argument("--num-beams", type=int, default=20, help="default beam width (default 20)")
-    p.add_argument("--scoring", choices=["beam", "exact"], default="beam",
-                   help="beam: constrained beam search (default); exact: score every catalog item (slower, no beam "
-                        "misses; see docs/serving.md)")
+    _add_scoring(p)
     p.add_argument("--data", default=None,
                    help="dataset directory whose items to serve (default: the run's catalog.jsonl; needed only "
                         "for runs written without one whose recorded dataset has moved)")

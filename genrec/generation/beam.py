@@ -145,9 +145,8 @@ def _search(model: Any, prompts: Sequence[Sequence[int]], num_beams: int, k: int
     dev, batch = stepper.device, len(prompts)
     logp = stepper.prefill()
     vocab = logp.shape[-1]
-    if trie is not None and trie.vocab_size > vocab:
-        raise ConfigError(f"the trie has token ids up to {trie.vocab_size - 1} but the model's vocabulary has "
-                          f"{vocab} entries; resize the model's embeddings after adding item tokens")
+    if trie is not None:
+        trie.check_vocab(vocab)
     per = 1  # beams per prompt: one (the root) before the first step
     nodes = torch.zeros(batch, dtype=torch.long, device=dev)
     scores = torch.zeros(batch, device=dev)

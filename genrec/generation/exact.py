@@ -100,9 +100,7 @@ def _exact_scores(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTri
     node_lp = torch.full((batch, trie.num_nodes), NEG_INF, device=dev)
     node_lp[:, 0] = 0.0
     logp = stepper.prefill()
-    if trie.vocab_size > logp.shape[-1]:
-        raise ConfigError(f"the trie has token ids up to {trie.vocab_size - 1} but the model's vocabulary has "
-                          f"{logp.shape[-1]} entries; resize the model's embeddings after adding item tokens")
+    trie.check_vocab(logp.shape[-1])
     _expand(trie, node_lp, torch.zeros(1, dtype=torch.long, device=dev), logp[:, None, :])
     for nodes, path in paths.levels[1:]:
         per_call = max(1, chunk // path.shape[1])

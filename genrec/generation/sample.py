@@ -69,9 +69,7 @@ def _sample(model: Any, prompts: Sequence[Sequence[int]], n: int, trie: ItemTrie
     stepper = _Stepper(model, prompts, use_cache)
     dev = stepper.device
     logp = stepper.prefill()  # [B, V]
-    if trie.vocab_size > logp.shape[-1]:
-        raise ConfigError(f"the trie has token ids up to {trie.vocab_size - 1} but the model's vocabulary has "
-                          f"{logp.shape[-1]} entries; resize the model's embeddings after adding item tokens")
+    trie.check_vocab(logp.shape[-1])
     rows = len(prompts) * n
     parent = torch.arange(len(prompts), device=dev).repeat_interleave(n)  # first step: expand prompts to rows
     logp = logp[parent]

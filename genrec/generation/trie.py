@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from genrec.errors import DataError
+from genrec.errors import ConfigError, DataError
 
 NEG_INF = float("-inf")
 
@@ -162,6 +162,12 @@ class ItemTrie:
             t._copies = self._copies
             self._copies[device] = t
         return self._copies[device]
+
+    def check_vocab(self, vocab: int) -> None:
+        """:class:`ConfigError` when the model's output has fewer than ``vocab_size`` entries."""
+        if self.vocab_size > vocab:
+            raise ConfigError(f"the trie has token ids up to {self.vocab_size - 1} but the model's vocabulary has "
+                              f"{vocab} entries; resize the model's embeddings after adding item tokens")
 
     # ---------------------------------------------------------------------------- vectorised ops
     def children(self, node_ids: torch.Tensor, depth: int | None = None

@@ -89,7 +89,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     data = subset(evalset, users)
     k_max = max(DEFAULT_KS)
     exact = rec.scoring == "exact"
-    k = min(k_max, rec.num_items if exact else num_beams, rec.num_items)
+    k = min(k_max, rec.num_items) if exact else min(k_max, num_beams, rec.num_items)
     if k < k_max and not exact:
         log.warning("ranking only %d items per user (num_beams=%d, %d items): metrics @%d count targets beyond "
                     "rank %d as misses", k, num_beams, rec.num_items, k_max, k)

@@ -62,3 +62,16 @@ def test_paths_and_bad_arguments(catalog):
     with pytest.raises(ConfigError, match="k must be"):
         exact_search(catalog.model, catalog.prompts, catalog.trie, 0)
     assert exact_search(catalog.model, [], catalog.trie, 3).items.shape == (0, 3)
+
+
+def test_a_trie_beyond_the_model_vocabulary_is_refused_by_every_decoder(catalog):
+    from genrec.generation import ItemTrie, sample
+
+    vocab = catalog.model.get_input_embeddings().weight.shape[0]
+    wide = ItemTrie.from_sequences(catalog.seqs, catalog.tok.eos_token_id, vocab + 5)
+    for decode in (lambda: search(catalog.model, catalog.prompts[:1], 4, 2, trie=wide),
+                   lambda: exact_search(catalog.model, catalog.prompts[:1], wide, 2),
+                   lambda: sample(catalog.model, catalog.prompts[:1], 2, wide)):
+        with pytest.raises(ConfigError, match="resize the model's embeddings"):
+            decode()
+

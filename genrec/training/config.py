@@ -37,6 +37,8 @@ class ModelConfig:
     lora_target_modules: list[str] = field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # linear layers with adapters
     new_token_init: str = "text"  # text: mean embedding of the titles of the items sharing the token; mean; random
+    dropout: float = 0.0  # mode full only — dropout on token embeddings, attention probabilities and sub-layer
+    # outputs (genrec.training.dropout); LoRA / QLoRA runs use lora_dropout
     gradient_checkpointing: bool = False  # trade compute for activation memory (large models)
     tokenizer: str = "smollm2-135m"  # base: scratch only — whose tokenizer to use; "compact": a word-level
     # vocabulary of the training examples' own words (far smaller and faster; genrec.training.compact_tokenizer)
@@ -56,6 +58,11 @@ class ModelConfig:
             raise ValueError(f"unknown model.scratch key(s) {unknown}; allowed: {sorted(SCRATCH_DEFAULTS)}")
         if self.new_token_init not in INITS:
             raise ValueError(f"model.new_token_init must be one of {INITS}, got {self.new_token_init!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.dropout and self.mode != "full":
+            raise ValueError(f"model.dropout applies to mode: full; a {self.mode} run regularises its "
+                             "adapters with model.lora_dropout")
         if self.lora_r < 1:
             raise ValueError(f"model.lora_r must be >= 1, got {self.lora_r}")
         if self.tokenizer == COMPACT and self.base != SCRATCH:

@@ -27,6 +27,7 @@ from genrec.errors import ConfigError
 from genrec.tasks.collate import SUMMARY_TOKEN
 from genrec.training.aux import AUX_MODULE, attach_aux
 from genrec.training.config import COMPACT, SCRATCH, SCRATCH_DEFAULTS, ModelConfig
+from genrec.training.dropout import add_dropout
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     if item_table is not None:
         attach_item_adapter(model, item_table)
     if cfg.mode == "full":
+        if cfg.dropout:
+            log.info("dropout %.2f at %d places", cfg.dropout, add_dropout(model, cfg.dropout))
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         return model, tok, new_ids

@@ -91,3 +91,47 @@ def test_scratch_model_is_seeded_and_full_only(tiny):
         ModelConfig(base="scratch", mode="lora")
     with pytest.raises(ValueError, match="unknown model.scratch"):
         ModelConfig(base="scratch", mode="full", scratch={"hidden": 8})
+
+
+def test_dropout_acts_in_training_only(tiny):
+    sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2}
+    plain, tok, _ = build_model(ModelConfig(base="scratch", tokenizer=tiny, mode="full", scratch=sizes), TOKENS,
+                                None, seed=3)
+    drop, _, _ = build_model(ModelConfig(base="scratch", tokenizer=tiny, mode="full", scratch=sizes,
+                                         dropout=0.3), TOKENS, None, seed=3)
+    ids = torch.tensor([tok.encode("hello world <s0_1><b0_0>")])
+    assert drop.config.attention_dropout == 0.3
+    assert all(m.attention_dropout == 0.3 for m in drop.modules() if hasattr(m, "o_proj"))
+    drop.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(drop(ids).logits, plain(ids).logits)  # same weights, no dropout in eval mode
+        drop.train()
+        torch.manual_seed(0)
+        first = drop(ids).logits
+        torch.manual_seed(1)
+        second = drop(ids).logits
+    assert not torch.allclose(first, second) and not torch.allclose(first, plain(ids).logits)
+
+
+def test_dropout_config_errors():
+    with pytest.raises(ValueError, match=r"model.dropout must be in \[0, 1\)"):
+        ModelConfig(base="scratch", mode="full", dropout=1.0)
+    with pytest.raises(ValueError, match="lora_dropout"):
+        ModelConfig(mode="lora", dropout=0.1)
+
+
+def test_dropout_needs_a_llama_family_model():
+    from genrec.training.dropout import add_dropout
+
+    class Bare(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(4, 2)
+
+        def get_input_embeddings(self) -> torch.nn.Module:
+            return self.emb
+
+    with pytest.raises(ConfigError, match="LLaMA-family"):
+        add_dropout(Bare(), 0.1)
+    assert add_dropout(Bare(), 0.0) == 0

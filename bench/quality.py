@@ -181,7 +181,6 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
         table = []  # a recipe whose behavior stream is the SASRec baseline's table reads this run's
         if _recipe_key(recipe, tok_over, "behavior", "encoder", "din") == "precomputed":
             _wait_background(bg, base, results)
-            bg = None
             table = [f"behavior.embeddings={base['sasrec_id'] / 'item_embeddings.npy'}"]
         _timed(results, "tokens_dual", lambda: _cli(
             ["tokens", "build", "--config", str(recipe), f"data={data}", f"out_dir={toks}", "name=dual",
@@ -201,7 +200,6 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
 
     # The recipes distil from SASRec: the teacher must be trained before any genrec variant.
     _wait_background(bg, base, results)
-    bg = None
     valid = {n: read_json(base[n] / "metrics.json")["valid"]["ndcg@10"] for n in ("sasrec_id", "sasrec_text")}
     results["sasrec_chosen"] = max(valid, key=valid.get)  # by validation NDCG@10, never by test
     base["sasrec"] = base[results["sasrec_chosen"]]
@@ -275,11 +273,13 @@ def _recipe_key(recipe: Path, tok_over: list[str], section: str, key: str, defau
     return value
 
 
-def _wait_background(bg, base: dict[str, Path], results: dict) -> None:
-    """Wait for the background SASRec runs of :func:`_start_background` (if any)."""
-    if bg is None:
+def _wait_background(bg: dict | None, base: dict[str, Path], results: dict) -> None:
+    """Wait for the background SASRec runs of :func:`_start_background` (if any); a second call
+    returns at once."""
+    if bg is None or bg["waited"]:
         return
-    proc, started, log_path, threads = bg
+    bg["waited"] = True
+    proc, started, log_path, threads = bg["proc"], bg["started"], bg["log"], bg["threads"]
     log.info("waiting for the background SASRec runs (log %s)", log_path)
     if proc.wait():
         raise SystemExit(f"the background SASRec run failed (exit {proc.returncode}); see {log_path}")
@@ -290,8 +290,9 @@ def _wait_background(bg, base: dict[str, Path], results: dict) -> None:
     torch.set_num_threads(threads)
 
 
-def _start_background(commands: list[list[str]], log_path: Path) -> tuple[subprocess.Popen, float, Path, int]:
-    """Run ``genrec`` commands one after another in a child process on one CPU thread."""
+def _start_background(commands: list[list[str]], log_path: Path) -> dict:
+    """Run ``genrec`` commands one after another in a child process on one CPU thread; returns
+    the handle :func:`_wait_background` takes."""
     script = "import sys; from genrec.cli import main\nfor argv in %r:\n    rc = main(argv)\n    if rc: sys.exit(rc)" \
         % [[*a, "num_threads=1"] for a in commands]
     log.info("background (1 thread, log %s): %s", log_path, "; ".join("genrec " + " ".join(a) for a in commands))
@@ -300,7 +301,7 @@ def _start_background(commands: list[list[str]], log_path: Path) -> tuple[subpro
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads - 1))
-    return proc, time.time(), log_path, threads
+    return {"proc": proc, "started": time.time(), "log": log_path, "threads": threads, "waited": False}
 
 
 def _print(results: dict) -> None:

@@ -66,10 +66,9 @@ class TriePaths:
 
 def trie_paths(trie: ItemTrie) -> TriePaths:
     """The :class:`TriePaths` of ``trie`` (computed once and kept on the trie)."""
-    paths = getattr(trie, "_exact_paths", None)
+    paths = trie.derived.get("exact_paths")
     if paths is None:
-        paths = TriePaths(trie)
-        trie._exact_paths = paths  # type: ignore[attr-defined]
+        paths = trie.derived["exact_paths"] = TriePaths(trie)
     return paths
 
 

@@ -13,6 +13,7 @@ Memory is ``O(nodes)`` — about 112 MB for 1M items of 4 tokens — and never `
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ class ItemTrie:
         self.max_degree, self.eos_id, self.vocab_size = list(max_degree), int(eos_id), int(vocab_size)
         self._copies: dict[torch.device, ItemTrie] = {child_ptr.device: self}
         self._item_leaf: torch.Tensor | None = None
+        self.derived: dict[str, Any] = {}  # tables other decoders derive from this trie once (exact scoring's paths)
 
     # ----------------------------------------------------------------------------------- build
     @classmethod

@@ -4,6 +4,7 @@ allocation-heavy CPU training."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -119,6 +120,16 @@ def reuse_freed_memory() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- data-parallel ranks
+def _leave_process_group() -> None:
+    """Leave the process group at interpreter exit, while its communication threads can still be
+    joined: a rank that exits with the group alive (e.g. a helper rank whose share of the work is
+    done) can otherwise abort with "terminate called without an active exception"."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class Ranks:
     """This process's place among the processes of an ``accelerate launch`` / ``torchrun`` job.
 
@@ -137,6 +148,8 @@ class Ranks:
             # would treat each process as alone; cpu=True joins them over gloo instead.
             state = PartialState(cpu=not torch.cuda.is_available())
             self.rank, self.world = state.process_index, state.num_processes
+            atexit.unregister(_leave_process_group)  # one entry however many Ranks() are made
+            atexit.register(_leave_process_group)
 
     @property
     def is_main(self) -> bool:

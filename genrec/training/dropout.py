@@ -2,8 +2,9 @@
 
 LLaMA has no dropout besides its (default 0) attention dropout. Small models trained from
 scratch on sparse interaction data overfit without it, as SASRec does without its 0.2-0.5.
-``add_dropout`` puts dropout where SASRec has it, with forward hooks that are active only in
-training mode (evaluation, decoding and the saved model are unchanged):
+``add_dropout`` puts dropout where SASRec has it, active only in training mode, so evaluation
+and decoding are unchanged (the saved ``config.json`` records ``attention_dropout``; the hooks are
+not saved):
 
 - on the token embeddings (``[B, T, H]``);
 - on the attention probabilities (the attention modules' own ``attention_dropout``);

@@ -68,9 +68,9 @@ def tiny_dataset(num_items: int = 24, num_users: int = 30):
 
 
 def make_tiny_run(root: str | Path, name: str = "tiny", steps: int = 4, mode: str = "lora",
-                  overrides: Sequence[str] = ()) -> Path:
+                  overrides: Sequence[str] = (), tokenizer_overrides: Sequence[str] = ()) -> Path:
     """Build data, item tokenizer and a ``steps``-step training run under ``root`` (``overrides``:
-    more recipe ``KEY=VALUE`` settings); return the run dir."""
+    more recipe ``KEY=VALUE`` settings, ``tokenizer_overrides``: the tokenizer's); return the run dir."""
     from genrec.config import load_config
     from genrec.item_tokenizer.build import build_tokenizer
     from genrec.item_tokenizer.config import TokenizerConfig
@@ -90,7 +90,8 @@ def make_tiny_run(root: str | Path, name: str = "tiny", steps: int = 4, mode: st
         build_tokenizer(load_config(TokenizerConfig, None, [
             "name=tiny", f"data={data}", f"out_dir={root / 'tok'}", "plots=false", "progress=false",
             "semantic.encoder=precomputed", f"semantic.embeddings={root / 'sem.npy'}", "semantic.kmeans.k=4",
-            "behavior.encoder=precomputed", f"behavior.embeddings={root / 'beh.npy'}", "behavior.kmeans.k=4"]))
+            "behavior.encoder=precomputed", f"behavior.embeddings={root / 'beh.npy'}", "behavior.kmeans.k=4",
+            *tokenizer_overrides]))
         base = make_tiny_llm(root / "base", hidden=32, layers=2)
         cfg = load_config(TrainConfig, None, [
             f"name={name}", f"output_dir={root / 'runs'}", f"data={data}", f"tokenizer={root / 'tok' / 'tiny'}",

@@ -10,9 +10,10 @@ are refit from the training prefixes as the baseline did; SASRec's ``model.pt`` 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -67,35 +68,69 @@ def load_sasrec(path: str | os.PathLike) -> tuple[SASRec, SASRecConfig]:
     return model.eval(), cfg
 
 
+def among(score_fn: Callable[[np.ndarray], torch.Tensor], items: np.ndarray) -> Callable[[np.ndarray], torch.Tensor]:
+    """``score_fn`` with every item outside ``items`` ``[N]`` bool ranked last: the cold-start
+    ranking is among the held-out items only (the shelf of new items)."""
+    keep = torch.from_numpy(np.asarray(items, dtype=bool))
+
+    def scores(histories: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            s = score_fn(histories).float()
+        return s.masked_fill(~keep.to(s.device), float("-inf"))
+
+    return scores
+
+
+def holdout(baseline_dir: str | Path) -> tuple[float, int]:
+    """``(cold_items, cold_seed)`` of a baseline directory's config (``(0.0, 0)``: no items held out)."""
+    path = Path(baseline_dir) / CONFIG
+    cfg = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    share = float(cfg.get("cold_items", 0.0) or 0.0)
+    return share, int(cfg.get("cold_seed", 0) or 0) if share else 0
+
+
 def rescore(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",
-            user_indices: Sequence[int] | None = None, progress: bool = False) -> dict[str, float]:
+            user_indices: Sequence[int] | None = None, progress: bool = False,
+            cold_only: bool = False) -> dict[str, float]:
     """Metrics of a ``genrec baseline`` output directory on ``split``, on the given users only.
 
     Re-scores the saved baseline with its own settings, so on all users the result equals its
-    ``metrics.json``. ``user_indices=None`` reads ``metrics.json``.
+    ``metrics.json``. ``user_indices=None`` reads ``metrics.json``. ``cold_only`` (baselines
+    trained under the cold-start protocol) ranks the held-out items only, as its ``test_cold``.
     """
-    from genrec.baselines.popularity import PopularityConfig, evaluate_counts, fit_counts
+    from genrec.baselines.popularity import PopularityConfig, cold_popularity, evaluate_counts, fit_counts
+    from genrec.metrics import evaluate_scores
 
     bdir = Path(baseline_dir)
     if user_indices is None:
-        return {k: float(v) for k, v in read_json(bdir / METRICS)[split].items()}
+        return {k: float(v) for k, v in read_json(bdir / METRICS)[f"{split}_cold" if cold_only else split].items()}
     model = read_provenance(bdir).get("model")
+    if model not in ("pop", "sasrec"):
+        raise DataError(f"{bdir} is not a `genrec baseline` output (provenance.json names model {model!r}, "
+                        "expected pop or sasrec); re-evaluating it on a user subset needs its saved model")
     ds = Dataset.load(data_dir)
     if model == "pop":
         cfg = from_dict(PopularityConfig, yaml.safe_load((bdir / CONFIG).read_text(encoding="utf-8")))
-        sp = leave_one_out(ds, cfg.max_len)
-        if cfg.cold_items:
-            sp, _ = hold_out_items(sp, cfg.cold_items, cfg.cold_seed)
-        valid_counts, test_counts = fit_counts(sp, cfg)
-        counts = test_counts if split == "test" else valid_counts
-        return evaluate_counts(counts, subset(getattr(sp, split), user_indices), cfg, desc=f"pop {split}",
-                               progress=progress)
-    if model == "sasrec":
+        net = None
+    else:
         net, cfg = load_sasrec(bdir / CHECKPOINT)
-        sp = leave_one_out(ds, cfg.max_len)
-        if cfg.cold_items:
-            sp, _ = hold_out_items(sp, cfg.cold_items, cfg.cold_seed)
-        return evaluate_sasrec(net, subset(getattr(sp, split), user_indices), cfg, desc=f"sasrec {split}",
+    full = leave_one_out(ds, cfg.max_len)
+    sp, cold = hold_out_items(full, cfg.cold_items, cfg.cold_seed) if cfg.cold_items else (full, None)
+    data = subset(getattr(sp, split), user_indices)
+    if cold_only:
+        if cold is None:
+            raise DataError(f"{bdir} was not trained under the cold-start protocol (cold_items=0): it has no "
+                            "held-out items to rank")
+        if net is None:
+            counts = torch.as_tensor(cold_popularity(full, cold), dtype=torch.float32)
+            score_fn = among(lambda h: counts.expand(len(h), -1), cold)
+        else:
+            score_fn = among(net.score, cold)
+        return evaluate_scores(score_fn, data, cfg.max_len, batch_size=cfg.eval_batch_size,
+                               desc=f"{model} {split} cold", progress=progress)
+    if net is None:
+        valid_counts, test_counts = fit_counts(sp, cfg)
+        return evaluate_counts(test_counts if split == "test" else valid_counts, data, cfg, desc=f"pop {split}",
                                progress=progress)
-    raise DataError(f"{bdir} is not a `genrec baseline` output (provenance.json names model {model!r}, expected "
-                    "pop or sasrec); re-evaluating it on a user subset needs its saved model")
+    return evaluate_sasrec(net, data, cfg, desc=f"sasrec {split}", progress=progress)
+

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from genrec.baselines.artifact import (
     METRICS,
     PROVENANCE,
     TRAIN_LOG,
+    among,
     metrics_record,
     save_checkpoint,
 )
@@ -80,7 +80,7 @@ def run_baseline(data: str | Path, model: str, out: str | Path, config: str | Pa
             pop = evaluate_popularity(split, cfg, progress=progress)
             if cold is not None:
                 counts = torch.as_tensor(cold_popularity(full, cold), dtype=torch.float32)
-                test_cold = evaluate_scores(_among(lambda h: counts.expand(len(h), -1), cold),
+                test_cold = evaluate_scores(among(lambda h: counts.expand(len(h), -1), cold),
                                             subset(split.test, cold_users), cfg.max_len, batch_size=cfg.eval_batch_size,
                                             desc="test cold", progress=progress)
             seed, extra, valid, test = None, {}, pop.valid_metrics, pop.test_metrics
@@ -91,7 +91,7 @@ def run_baseline(data: str | Path, model: str, out: str | Path, config: str | Pa
             np.save(tmp / ITEM_EMBEDDINGS, res.model.item_embeddings())
             if cold is not None:
                 res.model.eval()
-                test_cold = evaluate_scores(_among(res.model.score, cold), subset(split.test, cold_users), cfg.max_len,
+                test_cold = evaluate_scores(among(res.model.score, cold), subset(split.test, cold_users), cfg.max_len,
                                             batch_size=cfg.eval_batch_size, desc="test cold", progress=progress)
             seed, valid, test = cfg.seed, res.valid_metrics, res.test_metrics
             extra = {"best_epoch": res.best_epoch, "epochs_run": len(res.history),
@@ -108,19 +108,6 @@ def run_baseline(data: str | Path, model: str, out: str | Path, config: str | Pa
                      "split": {"protocol": "leave_one_out", "max_history": cfg.max_len}, **extra})
         write_json(tmp / PROVENANCE, prov)
     return record
-
-
-def _among(score_fn: Callable[[np.ndarray], torch.Tensor], items: np.ndarray) -> Callable[[np.ndarray], torch.Tensor]:
-    """``score_fn`` with every item outside ``items`` ``[N]`` bool ranked last: the cold-start
-    ranking is among the held-out items only (the shelf of new items)."""
-    keep = torch.from_numpy(np.asarray(items, dtype=bool))
-
-    def scores(histories: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            s = score_fn(histories).float()
-        return s.masked_fill(~keep.to(s.device), float("-inf"))
-
-    return scores
 
 
 def format_metrics(record: dict[str, dict[str, float]]) -> str:

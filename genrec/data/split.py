@@ -99,6 +99,20 @@ def sample_users(n: int, max_users: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_users, replace=False)).astype(np.int64)
 
 
+def cold_item_mask(num_items: int, share: float, seed: int) -> np.ndarray:
+    """``[N]`` bool: the seeded ``share`` of the catalog that the cold-start protocol holds out.
+
+    The same ``(num_items, share, seed)`` always gives the same items, so a baseline, a tokenizer
+    and a training run with the same ``cold_items`` / ``cold_seed`` hold out the same items.
+    """
+    if not 0.0 < share < 1.0:
+        raise ConfigError(f"cold_items must be in (0, 1) (the share of items held out), got {share}")
+    rng = np.random.default_rng(seed)
+    cold = np.zeros(num_items, dtype=bool)
+    cold[rng.choice(num_items, size=max(1, round(share * num_items)), replace=False)] = True
+    return cold
+
+
 def hold_out_items(split: Split, share: float, seed: int) -> tuple[Split, np.ndarray]:
     """Cold-start protocol: a seeded ``share`` of the catalog never reaches training.
 
@@ -107,11 +121,7 @@ def hold_out_items(split: Split, share: float, seed: int) -> tuple[Split, np.nda
     whose target is held out (``cold[split.test.targets]``) measure recommendation of items no
     model has seen an interaction with. Returns the new split and ``cold`` ``[N]`` bool.
     """
-    if not 0.0 < share < 1.0:
-        raise ConfigError(f"cold_items must be in (0, 1) (the share of items held out), got {share}")
-    rng = np.random.default_rng(seed)
-    cold = np.zeros(split.num_items, dtype=bool)
-    cold[rng.choice(split.num_items, size=max(1, round(share * split.num_items)), replace=False)] = True
+    cold = cold_item_mask(split.num_items, share, seed)
 
     def keep(seq: np.ndarray) -> np.ndarray:
         return seq[~cold[seq]]

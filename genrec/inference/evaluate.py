@@ -9,7 +9,8 @@ function the baselines use, so the numbers are directly comparable with ``genrec
 
 ``OUT`` (``--out``) receives, all at once when the evaluation succeeds:
 
-- ``metrics.json``      ``{SPLIT: {recall@5 .. ndcg@20, invalid_rate, coverage, users}}``
+- ``metrics.json``      ``{SPLIT: {recall@5 .. ndcg@20, invalid_rate, coverage, users}}``, plus
+  ``SPLIT_cold`` for a run trained under the cold-start protocol (``tasks.cold_items``)
 - ``comparison.md``     the model against each ``--baselines`` directory (on the same users)
 - ``predictions.jsonl`` per user: user id, target, the ranked top-20 item ids
 - ``provenance.json``   settings, seed, library versions, checksums of the data and the run
@@ -17,6 +18,11 @@ function the baselines use, so the numbers are directly comparable with ``genrec
 Under ``accelerate launch`` / ``torchrun`` the users are split across the processes (whole
 batches, round robin; each process loads the run on its own GPU, or the CPU), the ranked lists
 are gathered, and only the main process writes ``OUT``: the metrics equal a one-process run's.
+
+Cold-start protocol: a run trained with ``tasks.cold_items`` is evaluated on the histories of
+that hold-out (:func:`genrec.data.split.hold_out_items`), and the users whose target is a
+held-out item are ranked a second time among the held-out items only (``SPLIT_cold``, the
+baselines' ``test_cold``); baselines trained under the same hold-out are re-scored on them.
 
 ``invalid_rate`` is the share of returned hypotheses whose generated tokens are not the index of
 a catalog item (checked by decoding each sequence, not by trusting the trie; 0 by construction).
@@ -38,7 +44,7 @@ from tqdm.auto import tqdm
 
 from genrec import run_dir as layout
 from genrec.data.dataset import Dataset
-from genrec.data.split import EvalSet, leave_one_out, sample_users, subset
+from genrec.data.split import EvalSet, hold_out_items, leave_one_out, sample_users, subset
 from genrec.errors import ConfigError, DataError
 from genrec.io import atomic_dir, checksums, provenance, sha256_file, write_json
 from genrec.metrics import DEFAULT_KS, METRIC_KEYS, ranking_metrics, top1_share
@@ -84,48 +90,28 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     if [it.item_id for it in ds.items] != [it.item_id for it in rec.items]:
         raise DataError(f"the items of {data_dir} differ from the catalog the run was loaded with; evaluate on the "
                         "dataset the model was trained on")
-    evalset = getattr(leave_one_out(ds, rec.max_history), split)
+    full = leave_one_out(ds, rec.max_history)
+    holdout = run_holdout(rec.run_dir or run_dir)
+    cold = None
+    if holdout[0]:  # the run's cold-start protocol: histories without the held-out items
+        full, cold = hold_out_items(full, *holdout)
+    evalset = getattr(full, split)
     users = sample_users(len(evalset), max_users, seed)
     data = subset(evalset, users)
-    k_max = max(DEFAULT_KS)
-    exact = rec.scoring == "exact"
-    k = min(k_max, rec.num_items) if exact else min(k_max, num_beams, rec.num_items)
-    if k < k_max and not exact:
-        log.warning("ranking only %d items per user (num_beams=%d, %d items): metrics @%d count targets beyond "
-                    "rank %d as misses", k, num_beams, rec.num_items, k_max, k)
-    ranked = np.full((len(data), k_max), -1, dtype=np.int64)
-    generated = invalid = 0
-    starts = [range(0, len(data), batch_size)[b] for b in ranks.mine(-(-len(data) // batch_size))]
-    mine = [i for lo in starts for i in range(lo, min(lo + batch_size, len(data)))]
-    bar = tqdm(total=len(mine), desc=f"evaluate {split}", disable=not progress or not ranks.is_main, unit="user")
-    for lo in starts:
-        hist = data.histories[lo:lo + batch_size]
-        rendered = [rec.render(h) for h in hist]
-        prompts, places = [r[0] for r in rendered], [r[1] for r in rendered]
-        filters = [_exclude(h) for h in hist] if exclude_history else [None] * len(hist)
-        results, counts = rec.search(prompts, filters, k, max(num_beams, k), places)
-        generated += counts["generated"]
-        invalid += counts["invalid"]
-        for j, row in enumerate(results):
-            items = [i for i, _ in row][:k_max]
-            ranked[lo + j, :len(items)] = items
-        bar.update(len(hist))
-    bar.close()
-    if ranks.world > 1:  # every process gets every row: the batches are those of one process
-        parts = ranks.gather((mine, ranked[mine], generated, invalid))
-        generated, invalid = sum(p[2] for p in parts), sum(p[3] for p in parts)
-        for rows, got, _, _ in parts:
-            ranked[rows] = got
-    metrics = ranking_metrics(ranked, data.targets)
-    shown = ranked[ranked >= 0]
-    metrics.update({"invalid_rate": invalid / generated if generated else 0.0,
-                    "coverage": len(np.unique(shown)) / rec.num_items, "top1_share": top1_share(ranked),
-                    "users": len(data)})
+    ranked, metrics, k = _rank(rec, data, num_beams, batch_size, exclude_history, None, progress, f"evaluate {split}")
     seconds = time.time() - start
     log.info("%s: recall@10 %.4f ndcg@10 %.4f over %d users in %.0f s", split, metrics["recall@10"],
              metrics["ndcg@10"], len(data), seconds)
     result = {split: metrics, "split": split, "user_indices": users.tolist(), "num_beams": int(max(num_beams, k)),
               "scoring": rec.scoring, "seconds": round(seconds, 2)}
+    if cold is not None:  # users whose target is a held-out item, ranked among the held-out items only
+        at = np.flatnonzero(cold[data.targets])
+        _, result[f"{split}_cold"], _ = _rank(rec, subset(data, at), num_beams, batch_size, exclude_history,
+                                              np.flatnonzero(cold), progress, f"evaluate {split} (cold items)")
+        result["cold_user_indices"] = users[at].tolist()
+        result["holdout"] = {"cold_items": holdout[0], "cold_seed": holdout[1], "items": int(cold.sum())}
+        log.info("%s, cold items: recall@10 %.4f ndcg@10 %.4f over %d users", split,
+                 result[f"{split}_cold"]["recall@10"], result[f"{split}_cold"]["ndcg@10"], len(at))
     if out is not None:
         settings = {"run_dir": str(run_dir), "data_dir": str(data_dir), "split": split, "num_beams": num_beams,
                     "scoring": rec.scoring,
@@ -144,10 +130,67 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     return result
 
 
-def _exclude(history: np.ndarray) -> Any:
+def _rank(rec: Any, data: EvalSet, num_beams: int, batch_size: int, exclude_history: bool,
+          allow: np.ndarray | None, progress: bool, desc: str) -> tuple[np.ndarray, dict[str, float], int]:
+    """Rank items for every user of ``data`` (split across processes, gathered): ``(ranked [U, 20]
+    item indices, -1 = none; metrics; items ranked per user)``. ``allow``: rank only these items."""
+    ranks = Ranks()
+    k_max = max(DEFAULT_KS)
+    pool = rec.num_items if allow is None else len(allow)
+    exact = rec.scoring == "exact"
+    k = min(k_max, pool) if exact else min(k_max, num_beams, pool)
+    if k < k_max and not exact:
+        log.warning("ranking only %d items per user (num_beams=%d, %d items): metrics @%d count targets beyond "
+                    "rank %d as misses", k, num_beams, pool, k_max, k)
+    ranked = np.full((len(data), k_max), -1, dtype=np.int64)
+    generated = invalid = 0
+    starts = [range(0, len(data), batch_size)[b] for b in ranks.mine(-(-len(data) // batch_size))]
+    mine = [i for lo in starts for i in range(lo, min(lo + batch_size, len(data)))]
+    bar = tqdm(total=len(mine), desc=desc, disable=not progress or not ranks.is_main, unit="user")
+    for lo in starts:
+        hist = data.histories[lo:lo + batch_size]
+        rendered = [rec.render(h) for h in hist]
+        prompts, places = [r[0] for r in rendered], [r[1] for r in rendered]
+        filters = [_filter(h if exclude_history else None, allow) for h in hist]
+        results, counts = rec.search(prompts, filters, k, max(num_beams, k), places)
+        generated += counts["generated"]
+        invalid += counts["invalid"]
+        for j, row in enumerate(results):
+            items = [i for i, _ in row][:k_max]
+            ranked[lo + j, :len(items)] = items
+        bar.update(len(hist))
+    bar.close()
+    if ranks.world > 1:  # every process gets every row: the batches are those of one process
+        parts = ranks.gather((mine, ranked[mine], generated, invalid))
+        generated, invalid = sum(p[2] for p in parts), sum(p[3] for p in parts)
+        for rows, got, _, _ in parts:
+            ranked[rows] = got
+    metrics = ranking_metrics(ranked, data.targets)
+    shown = ranked[ranked >= 0]
+    metrics.update({"invalid_rate": invalid / generated if generated else 0.0,
+                    "coverage": len(np.unique(shown)) / pool, "top1_share": top1_share(ranked),
+                    "users": len(data)})
+    return ranked, metrics, k
+
+
+def _filter(history: np.ndarray | None, allow: np.ndarray | None) -> Any:
+    """The request filter of one user: seen items excluded (``history``), only ``allow`` rankable."""
     from genrec.generation import ItemFilter
 
-    return ItemFilter(exclude=np.unique(history).tolist()) if len(history) else None  # lists: filters test truthiness
+    seen = np.unique(history).tolist() if history is not None and len(history) else None
+    if seen is None and allow is None:
+        return None
+    return ItemFilter(exclude=seen, allow=None if allow is None else allow.tolist())  # lists: filters test truthiness
+
+
+def run_holdout(run_dir: str | Path) -> tuple[float, int]:
+    """``(tasks.cold_items, tasks.cold_seed)`` a run was trained with (``(0.0, 0)``: no items held out)."""
+    try:
+        tasks = layout.read_config(Path(run_dir)).get("tasks") or {}
+    except OSError:
+        return 0.0, 0
+    share = float(tasks.get("cold_items", 0.0) or 0.0)
+    return share, int(tasks.get("cold_seed", 0) or 0) if share else 0
 
 
 # ------------------------------------------------------------------------------------- baselines
@@ -171,9 +214,31 @@ def comparison_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _cold_rows(baselines: Sequence[str | Path], data_dir: Path, split: str, users: np.ndarray,
+               holdout: tuple[float, int], progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """The baselines on the users whose target is a held-out item, ranking the held-out items only;
+    baselines trained under another hold-out (or none) are named in the notes instead."""
+    from genrec.baselines.artifact import holdout as baseline_holdout
+    from genrec.baselines.artifact import read_provenance, rescore
+
+    rows, notes = {}, []
+    for b in baselines:
+        bdir = Path(b)
+        name = f"{read_provenance(bdir).get('model', 'baseline')} ({bdir.name})"
+        theirs = baseline_holdout(bdir)
+        if theirs != holdout:
+            notes.append(f"- {name}: trained with cold_items={theirs[0]} cold_seed={theirs[1]}, not the run's "
+                         f"{holdout[0]} / {holdout[1]}: left out of the cold-item table")
+            continue
+        rows[name] = {**rescore(bdir, data_dir, split, users, progress, cold_only=True), "users": len(users)}
+    return rows, notes
+
+
 def _baseline_rows(baselines: Sequence[str | Path], data_dir: Path, split: str, users: np.ndarray, n_all: int,
-                   our_items_sha: str, progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
+                   our_items_sha: str, progress: bool, holdout: tuple[float, int] = (0.0, 0),
+                   ) -> tuple[dict[str, dict[str, float]], list[str]]:
     from genrec.baselines.artifact import METRICS, read_provenance
+    from genrec.baselines.artifact import holdout as baseline_holdout
 
     rows, notes = {}, []
     for b in baselines:
@@ -186,6 +251,9 @@ def _baseline_rows(baselines: Sequence[str | Path], data_dir: Path, split: str, 
         shas = [v for p, v in (prov.get("inputs") or {}).items() if p.endswith("items.jsonl")]
         if shas and our_items_sha not in shas:
             notes.append(f"- warning: {name} was trained on a dataset whose items.jsonl differs from {data_dir}'s")
+        if baseline_holdout(bdir) != holdout:
+            notes.append(f"- warning: {name} was trained with cold_items / cold_seed {baseline_holdout(bdir)}, the "
+                         f"run with {holdout}: their training data and test histories differ")
         if len(users) == n_all:
             m = baseline_metrics(bdir, data_dir, split)
         else:
@@ -209,7 +277,9 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
     users = np.asarray(result["user_indices"], dtype=np.int64)
     n_all = len(getattr(leave_one_out(ds, rec.max_history), split))
     items_sha = sha256_file(data_dir / "items.jsonl")
-    rows, notes = _baseline_rows(baselines, data_dir, split, users, n_all, items_sha, progress)
+    hold = result.get("holdout")
+    holdout = (hold["cold_items"], hold["cold_seed"]) if hold else (0.0, 0)
+    rows, notes = _baseline_rows(baselines, data_dir, split, users, n_all, items_sha, progress, holdout)
     model_name = f"genrec ({rec.name or 'model'})"
     table = comparison_table({model_name: metrics, **rows})
     scope = "all users" if len(users) == n_all else f"a seeded random subset of {len(users)} of {n_all} users " \
@@ -223,10 +293,22 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
           f"{metrics['top1_share']:.4f}.\n\n{table}\n")
     if notes:
         md += "\n" + "\n".join(notes) + "\n"
+    cold_key = f"{split}_cold"
+    if cold_key in result:
+        cold_users = np.asarray(result["cold_user_indices"], dtype=np.int64)
+        crows, cnotes = _cold_rows(baselines, data_dir, split, cold_users, holdout, progress)
+        cm = result[cold_key]
+        md += (f"\n## Held-out items (cold start)\n\n{hold['items']} items (cold_items={hold['cold_items']}, "
+               f"cold_seed={hold['cold_seed']}) never reached training. The {len(cold_users)} users above whose "
+               f"{split} target is one of them, ranked among those items only; genrec: coverage "
+               f"{cm['coverage']:.4f} of them, top-1 share {cm['top1_share']:.4f}.\n\n"
+               f"{comparison_table({model_name: cm, **crows})}\n")
+        if cnotes:
+            md += "\n" + "\n".join(cnotes) + "\n"
     run_dir = rec.run_dir or Path(settings["run_dir"])
     inputs = checksums([data_dir / f for f in DATASET_FILES] + [run_dir / f for f in layout.IDENTITY_FILES])
     with atomic_dir(out) as tmp:
-        write_json(tmp / "metrics.json", {split: metrics})
+        write_json(tmp / "metrics.json", {k: result[k] for k in (split, f"{split}_cold") if k in result})
         (tmp / "comparison.md").write_text(md, encoding="utf-8")
         rows = zip(data.users.tolist(), data.targets.tolist(), ranked.tolist())
         with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as f:
@@ -236,6 +318,8 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
         prov = provenance(config=settings, seed=settings["seed"], inputs=inputs)
         prov.update({"user_indices": result["user_indices"], "seconds": result["seconds"],
                      "baselines": [str(b) for b in baselines]})
+        if hold:
+            prov.update({"holdout": hold, "cold_user_indices": result["cold_user_indices"]})
         write_json(tmp / "provenance.json", prov)
     log.info("wrote %s", out)
 

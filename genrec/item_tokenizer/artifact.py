@@ -178,6 +178,8 @@ def check_dataset(tok: ItemTokenizer, dataset: str | Path | Dataset) -> None:
     if isinstance(dataset, Dataset):
         built = tok.item_ids[:int(tok.stats.get("num_build_items", len(tok.item_tokens)))]
         ids = [it.item_id for it in dataset.items]
+        if held_out_share(tok):  # built without the held-out items, which were then coded as new ones
+            built, ids = sorted(tok.item_ids), sorted(ids)
         if ids != built:
             raise DataError(f"the dataset's items differ from the {len(built)} items tokenizer {tok.path} was "
                             f"built from; {fix.format(dataset='DIR')}")
@@ -191,6 +193,12 @@ def check_dataset(tok: ItemTokenizer, dataset: str | Path | Dataset) -> None:
             what = "items" if name == "items.jsonl" else "interaction sequences"
             raise DataError(f"{f} changed since tokenizer {tok.path} was built (sha256 mismatch): the dataset's "
                             f"{what} are not the ones the codes were computed from; {fix.format(dataset=data_dir)}")
+
+
+def held_out_share(tok: ItemTokenizer) -> tuple[float, int]:
+    """``(cold_items, cold_seed)`` the tokenizer was built with (``(0.0, 0)``: no items held out)."""
+    cs = (tok.config.get("config") or {}).get("cold_start") or {}
+    return float(cs.get("cold_items", 0.0) or 0.0), int(cs.get("cold_seed", 0) or 0)
 
 
 def read_items_jsonl(path: str | Path) -> tuple[list[Item], list[list[float] | None]]:

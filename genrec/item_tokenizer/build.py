@@ -99,9 +99,11 @@ def stream_embeddings(stream: str, cfg: TokenizerConfig, ds: Dataset | None, n: 
         x = embed_items(ds.items, cfg.semantic.text, cache_dir=cfg.cache_dir, progress=cfg.progress)
         return np.asarray(x, dtype=np.float32), {"encoder": "text", "config": to_dict(cfg.semantic.text),
                                                  "items_without_text": len(blank)}
-    from genrec.data.split import leave_one_out
+    from genrec.data.split import hold_out_items, leave_one_out
 
     split = leave_one_out(ds, max_history=cfg.max_history)  # encoders train on split.train only
+    if cfg.cold_start.cold_items:  # and never on an interaction with a held-out item
+        split, _ = hold_out_items(split, cfg.cold_start.cold_items, cfg.cold_start.cold_seed)
     if cfg.behavior.encoder == "din":
         from genrec.encoders.din import train_din
 
@@ -114,7 +116,7 @@ def stream_embeddings(stream: str, cfg: TokenizerConfig, ds: Dataset | None, n: 
         sas = cfg.behavior.sasrec
         if sas.cold_items:
             raise ConfigError("behavior.sasrec.cold_items is an evaluation protocol of `genrec baseline`; "
-                              "the tokenizer's behavior encoder trains on every item (set it to 0)")
+                              "set it to 0 and hold items out of the tokenizer with cold_start.cold_items")
         text = (item_text_features(ds.items, sas.text, cache_dir=cfg.cache_dir, progress=cfg.progress)
                 if sas.item_embeddings != "id" else None)
         res = train_sasrec(split, sas, progress=cfg.progress, log_path=log_dir / "sasrec_log.jsonl",
@@ -136,6 +138,8 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
                         "or `genrec data fetch`, or precompute every stream's embeddings")
     n = ds.num_items if ds is not None else None
     item_ids = [it.item_id for it in ds.items] if ds is not None else None
+    cold = held_out_items(cfg, ds)  # [N] bool or None: built without, then coded as new items
+    cold_vectors: dict[str, np.ndarray] = {}
     inputs: list[str] = [str(Path(cfg.data) / f) for f in ("items.jsonl", "sequences.jsonl")] if ds else []
     data_record = dataset_record(cfg.data) if ds is not None else None  # checksums of what was read
     stream_codes, ks, meta, encoders, timings = {}, {}, {}, {}, {}
@@ -162,7 +166,9 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
             if enc.get("path"):
                 inputs.append(enc["path"])
             check_finite(x, item_ids, stream, enc.get("path", f"the {enc['encoder']} encoder"))
-            _save_embeddings(x, tmp / f"embeddings_{stream}.npy", enc.get("path"))  # raw encoder output
+            if cold is not None:  # the held-out rows stay out of the build
+                cold_vectors[stream], x = x[cold], x[~cold]
+            _save_embeddings(x, tmp / f"embeddings_{stream}.npy", None if cold is not None else enc.get("path"))
             timings.setdefault(f"{stream}_embeddings", round(time.time() - t0, 3))
             t0 = time.time()
             kc = (cfg.semantic if stream == "semantic" else cfg.behavior).kmeans
@@ -170,7 +176,7 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
             pre = Preprocess.fit(x, center=kc.center, whiten=kc.whiten, normalize=kc.normalize)
             cos_raw = mean_pair_cosine(x, seed=cfg.seed)
             x = pre.apply(np.ascontiguousarray(x, dtype=np.float32), inplace=True)
-            ks[stream] = resolve_branching(kc.k, kc.depth, n)
+            ks[stream] = resolve_branching(kc.k, kc.depth, x.shape[0])
             # one BLAS thread by default: per-node products are small, and on a shared machine
             # spinning threads cost more than they give (docs/item_tokenizer.md, benchmarks)
             # (sklearn's KMeans threads through OpenMP: the limit then covers every thread pool)
@@ -190,7 +196,8 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
             timings[f"{stream}_clustering"] = round(time.time() - t0, 3)
             del x, tree
         t0 = time.time()
-        cb = Codebook.from_streams(item_ids, stream_codes, ks, cfg.order)
+        build_ids = item_ids if cold is None else [i for i, c in zip(item_ids, cold) if not c]
+        cb = Codebook.from_streams(build_ids, stream_codes, ks, cfg.order)
         write_item_codes(tmp / "item_codes.json", cb.item_ids, cb.item_tokens())
         write_json(tmp / "tokens.json", cb.vocabulary())
         stats = summary_stats(cb, meta)
@@ -201,7 +208,7 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
             from genrec.item_tokenizer.plots import plot_cluster_sizes
 
             for s in cfg.order:
-                plot_cluster_sizes(stream_codes[s], ks[s], f"{cfg.name}: {s} stream ({len(item_ids):,} items)",
+                plot_cluster_sizes(stream_codes[s], ks[s], f"{cfg.name}: {s} stream ({len(build_ids):,} items)",
                                    tmp / f"cluster_sizes_{s}.png")
         timings["codebook_and_files"] = round(time.time() - t0, 3)
         timings["total"] = round(time.time() - t_start, 3)
@@ -214,7 +221,25 @@ def build_tokenizer(cfg: TokenizerConfig) -> Path:
                               for s, e in encoders.items()}
         record["dataset"] = data_record
         write_json(tmp / "config.json", record)
+        if cold is not None:  # the held-out items, coded as `genrec tokens assign` codes new items
+            from genrec.item_tokenizer.cold_start import assign_new_items
+
+            held = [ds.items[i] for i in np.flatnonzero(cold)]
+            log.info("cold start: coding the %d held-out items as new items", len(held))
+            assign_new_items(tmp, held, semantic_embeddings=cold_vectors["semantic"], progress=cfg.progress)
     return out
+
+
+def held_out_items(cfg: TokenizerConfig, ds: Dataset | None) -> np.ndarray | None:
+    """``[N]`` bool of the items ``cold_start.cold_items`` holds out of the build (``None``: off)."""
+    if not cfg.cold_start.cold_items:
+        return None
+    if ds is None:
+        raise ConfigError("cold_start.cold_items needs the dataset (data=DIR): the held-out items are chosen "
+                          "among its items")
+    from genrec.data.split import cold_item_mask
+
+    return cold_item_mask(ds.num_items, cfg.cold_start.cold_items, cfg.cold_start.cold_seed)
 
 
 def _save_embeddings(x: np.ndarray, path: Path, source: str | None) -> None:

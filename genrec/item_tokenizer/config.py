@@ -100,10 +100,18 @@ class ColdStartConfig:
     """How `genrec tokens assign` codes new items."""
 
     neighbors: int = 10  # behavior embedding of a new item = mean over its k nearest semantic neighbours
+    # Cold-start evaluation: build on the other items only (the behavior encoder never sees an
+    # interaction with the held-out ones), then code the held-out share as new items. Same items as
+    # `genrec baseline ... cold_items=` and `genrec train ... tasks.cold_items=` with the same seed.
+    cold_items: float = 0.0  # share of the catalog held out (0 = off)
+    cold_seed: int = 0  # which items are held out
 
     def __post_init__(self) -> None:
         if self.neighbors < 1:
             raise ValueError(f"cold_start.neighbors must be >= 1, got {self.neighbors}")
+        if not 0.0 <= self.cold_items < 1.0:
+            raise ValueError(f"cold_start.cold_items must be in [0, 1) (share of items held out), got "
+                             f"{self.cold_items}")
 
 
 @dataclass
@@ -131,6 +139,9 @@ class TokenizerConfig:
             raise ValueError(f"order must list distinct streams among {list(STREAMS)}, got {self.order!r}")
         if self.max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {self.max_history}")
+        if self.cold_start.cold_items and "semantic" not in self.order:
+            raise ValueError("cold_start.cold_items needs the semantic stream: held-out items are placed "
+                             "from their text")
         if ("semantic" in self.order and self.semantic.encoder == "text") or self.semantic.text is not None:
             self.semantic.text = _sub_config("genrec.encoders.text", "TextEncoderConfig", self.semantic.text,
                                              "semantic.text", {})

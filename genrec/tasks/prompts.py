@@ -168,11 +168,14 @@ class TaskBuilder:
             return Example(task, self._pick(task).format(index=self.index[target]), self._title(target), -1)
         raise ValueError(f"unknown task {task!r}; choose from {sorted(TEMPLATES)}")
 
-    def iter_examples(self, split: Split, mix: dict[str, float]) -> Iterator[Example]:
+    def iter_examples(self, split: Split, mix: dict[str, float],
+                      catalog: Sequence[int] | None = None) -> Iterator[Example]:
         """Training examples: each history task over the training windows, each item task over the catalog.
 
         ``mix[task]`` scales how many examples a task contributes relative to its natural size
-        (1.0 = every window / every item once; 0.5 = a random half; 2.0 = twice).
+        (1.0 = every window / every item once; 0.5 = a random half; 2.0 = twice). ``catalog``:
+        the item indices the item tasks cover (default all; the cold-start protocol leaves the
+        held-out items out).
         """
         unknown = set(mix) - set(TEMPLATES)
         if unknown:
@@ -187,7 +190,7 @@ class TaskBuilder:
             elif task in HISTORY_TASKS:
                 sources[task] = lambda task=task, share=share: [self.make(task, h, t) for h, t in self._sample(windows, share)]
             else:
-                cat = [(None, i) for i in range(len(self.items))]
+                cat = [(None, int(i)) for i in (range(len(self.items)) if catalog is None else catalog)]
                 sources[task] = lambda task=task, share=share, cat=cat: [self.make(task, None, t)
                                                                    for _, t in self._sample(cat, share)]
         for task in mix:

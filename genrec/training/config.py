@@ -84,6 +84,10 @@ class TasksConfig:
     max_length: int = 512  # tokens per example (prompt left-truncated beyond)
     use_chat_template: bool = True  # render with the base model's chat template when it has one
     max_eval_examples: int = 512  # validation examples (next-item on the valid split) for eval loss
+    # Cold-start evaluation: this share of the catalog never reaches training (no interaction, no
+    # item task); the tokenizer must hold out the same items (cold_start.cold_items / cold_seed).
+    cold_items: float = 0.0
+    cold_seed: int = 0
 
     @property
     def sequence_format(self) -> bool:
@@ -96,6 +100,8 @@ class TasksConfig:
             raise ValueError(f"tasks.mix names unknown tasks {unknown}; valid: {sorted(TEMPLATES)}")
         if any(not isinstance(v, (int, float)) or v < 0 for v in self.mix.values()) or not any(self.mix.values()):
             raise ValueError(f"tasks.mix shares must be numbers >= 0, at least one > 0; got {self.mix}")
+        if not 0.0 <= self.cold_items < 1.0:
+            raise ValueError(f"tasks.cold_items must be in [0, 1) (share of items held out), got {self.cold_items}")
 
 
 @dataclass

@@ -89,12 +89,12 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     itok = load_item_tokenizer(cfg.tokenizer, dataset=cfg.data)
     codes = item_codes(itok, ds)
     tables = stream_tables(itok, ds)
-    split = leave_one_out(ds, cfg.tasks.max_history)
+    split, cold = held_out(cfg, itok, leave_one_out(ds, cfg.tasks.max_history))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / layout.CONFIG).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     builder = TaskBuilder(ds.items, codes, cfg.tasks.max_history, seed=cfg.seed)
-    examples = list(builder.iter_examples(split, cfg.tasks.mix))
+    examples = list(builder.iter_examples(split, cfg.tasks.mix, None if cold is None else np.flatnonzero(~cold)))
     eval_rng = np.random.default_rng(cfg.seed)
     eval_users = eval_rng.permutation(len(split.valid))[: cfg.tasks.max_eval_examples]
     if cfg.tasks.sequence_format:  # validation loss in the format the run is served with
@@ -139,7 +139,8 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     callbacks = [JsonlLogger(run_dir / layout.TRAIN_LOG)]
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
-    distill = (code_distillation(cfg, ds, [tok(ix, add_special_tokens=False)["input_ids"] for ix in builder.index])
+    distill = (code_distillation(cfg, ds, [tok(ix, add_special_tokens=False)["input_ids"] for ix in builder.index],
+                                 cold)
                if cfg.losses.weights.get("distill") else None)
     trainer = GenRecTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
                             data_collator=Collator(tok.pad_token_id), loss_weights=dict(cfg.losses.weights),
@@ -157,8 +158,33 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     return run_dir
 
 
-def code_distillation(cfg: TrainConfig, ds: Dataset, item_token_ids: list[list[int]]) -> Any:
-    """The ``distill`` term: the SASRec of ``losses.distill_teacher``, checked against the dataset."""
+def held_out(cfg: TrainConfig, itok: Any, split: Any) -> tuple[Any, np.ndarray | None]:
+    """The cold-start protocol of ``tasks.cold_items``: ``(split without the held-out items, cold [N] bool)``,
+    or ``(split, None)`` when off. The tokenizer must have held out the same items."""
+    from genrec.data.split import hold_out_items
+    from genrec.item_tokenizer.artifact import held_out_share
+
+    want, built = (float(cfg.tasks.cold_items), int(cfg.tasks.cold_seed)), held_out_share(itok)
+    if built[0] and built != want:
+        raise ConfigError(f"tokenizer {itok.path} was built with cold_start.cold_items={built[0]} cold_seed={built[1]} "
+                          f"(for a cold-start evaluation) but the run has tasks.cold_items={want[0]} "
+                          f"tasks.cold_seed={want[1]}; set tasks.cold_items={built[0]} tasks.cold_seed={built[1]}, "
+                          "or use a tokenizer built without held-out items")
+    if not want[0]:
+        return split, None
+    if not built[0]:
+        raise ConfigError(f"tasks.cold_items={want[0]} needs a tokenizer built without those items (tokenizer "
+                          f"{itok.path} coded them from their interactions): build one with `genrec tokens build ... "
+                          f"cold_start.cold_items={want[0]} cold_start.cold_seed={want[1]}`")
+    split, cold = hold_out_items(split, *want)
+    log.info("cold-start protocol: %d of %d items held out of training", int(cold.sum()), len(cold))
+    return split, cold
+
+
+def code_distillation(cfg: TrainConfig, ds: Dataset, item_token_ids: list[list[int]],
+                      cold: np.ndarray | None = None) -> Any:
+    """The ``distill`` term: the SASRec of ``losses.distill_teacher``, checked against the dataset and
+    the cold-start protocol (``cold [N]``: held-out items, given no teacher mass)."""
     from genrec.baselines.artifact import CHECKPOINT, load_sasrec
     from genrec.training.losses.distill import CodeDistillation
 
@@ -166,12 +192,20 @@ def code_distillation(cfg: TrainConfig, ds: Dataset, item_token_ids: list[list[i
     if not path.is_file():
         raise ConfigError(f"losses.distill_teacher: {path} does not exist; train the teacher with `genrec baseline "
                           f"--model sasrec --data {cfg.data} --out DIR` and pass DIR")
-    teacher, _ = load_sasrec(path)
+    teacher, tcfg = load_sasrec(path)
     if teacher.num_items != ds.num_items:
         raise ConfigError(f"losses.distill_teacher was trained on {teacher.num_items} items but {cfg.data} has "
                           f"{ds.num_items}; train the teacher on this dataset")
+    if (float(tcfg.cold_items), int(tcfg.cold_seed) if tcfg.cold_items else 0) != \
+            (float(cfg.tasks.cold_items), int(cfg.tasks.cold_seed) if cfg.tasks.cold_items else 0):
+        raise ConfigError(f"losses.distill_teacher was trained with cold_items={tcfg.cold_items} "
+                          f"cold_seed={tcfg.cold_seed} but the run has tasks.cold_items={cfg.tasks.cold_items} "
+                          f"tasks.cold_seed={cfg.tasks.cold_seed}; train the teacher under the same hold-out "
+                          f"(`genrec baseline --model sasrec ... cold_items={cfg.tasks.cold_items} "
+                          f"cold_seed={cfg.tasks.cold_seed}`)")
     log.info("distilling from %s (temperature %s)", path, cfg.losses.distill_temperature)
-    return CodeDistillation(teacher, item_token_ids, cfg.losses.distill_temperature)
+    return CodeDistillation(teacher, item_token_ids, cfg.losses.distill_temperature,
+                            None if cold is None else torch.from_numpy(cold))
 
 
 def _vocabulary_texts(examples: list[Any]) -> tuple[list[str], list[str]]:

@@ -114,3 +114,38 @@ def test_cli_assign_with_precomputed_embeddings(tmp_path, dataset_dir, capsys):
     items.write_text('{"title": "no id"}\n')
     assert cli(["tokens", "assign", "--tokenizer", str(out), "--items", str(items)]) == 2
     assert "line 1" in capsys.readouterr().err
+
+
+def test_a_build_with_held_out_items_codes_them_as_new_items(tmp_path, dataset_dir):
+    from genrec.data.dataset import Dataset
+    from genrec.data.split import cold_item_mask
+
+    out = _built(tmp_path, dataset_dir, 60, "cold_start.cold_items=0.2", "cold_start.cold_seed=3")
+    ds = Dataset.load(dataset_dir)
+    cold = cold_item_mask(ds.num_items, 0.2, 3)
+    held = [ds.items[i].item_id for i in np.flatnonzero(cold)]
+    tok = load_item_tokenizer(out, dataset=dataset_dir)
+    load_item_tokenizer(out, dataset=ds)  # the loaded dataset is accepted too: same items, other order
+    assert len(held) == 12 and tok.stats["num_build_items"] == 48 and tok.version == 2
+    assert tok.item_ids[-12:] == held and sorted(tok.item_ids) == sorted(it.item_id for it in ds.items)
+    assert tok.stats["cold_start"][-1]["items"] == 12 and tok.stats["unique_rate"] == 1.0
+    # the build clustered the other 48; the held-out ones kept their text vectors and took the
+    # mean behavior vector of their nearest built neighbours, never their own row
+    sem, beh = np.load(tmp_path / "sem.npy"), np.load(tmp_path / "beh.npy")
+    assert np.allclose(tok.embeddings("semantic")[:48], sem[~cold])
+    assert np.allclose(tok.embeddings("semantic")[48:], sem[cold])
+    assert np.allclose(tok.embeddings("behavior")[:48], beh[~cold])
+    nb = semantic_neighbors(sem[cold][:1], sem[~cold], 5, tok.tree("semantic").preprocess)[0]
+    assert np.allclose(tok.embeddings("behavior")[48], beh[~cold][np.sort(nb)].mean(axis=0), atol=1e-6)
+
+
+def test_held_out_items_need_the_dataset_and_the_semantic_stream(tmp_path, dataset_dir):
+    from genrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs the dataset"):
+        _built(tmp_path, None, 60, "cold_start.cold_items=0.2")
+    with pytest.raises(ConfigError, match="needs the semantic stream"):
+        _built(tmp_path, dataset_dir, 60, "cold_start.cold_items=0.2", "order=[behavior]")
+    with pytest.raises(ConfigError, match=r"cold_items must be in \[0, 1\)"):
+        _built(tmp_path, dataset_dir, 60, "cold_start.cold_items=1.0")
+    assert not (tmp_path / "out" / "tok").exists()

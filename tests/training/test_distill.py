@@ -118,3 +118,20 @@ def test_distillation_needs_a_teacher_of_the_same_data(tmp_path, teacher):
     with pytest.raises(ConfigError, match="trained on 30 items"):
         make_tiny_run(tmp_path / "c", steps=1, overrides=[
             "losses.weights={distill: 1}", f"losses.distill_teacher={tmp_path / 'other_sasrec'}"])
+
+
+def test_excluded_items_get_no_teacher_mass():
+    p = np.asarray([0.1, 0.3, 0.4, 0.2])
+    distill = CodeDistillation(FixedTeacher(np.log(p).tolist()), ITEM_TOKENS,
+                               exclude=torch.tensor([False, True, False, False]))
+    probs = distill.teacher_probs(torch.tensor([[-1, 3]]))[0].numpy()
+    assert probs[1] == 0.0 and probs.sum() == pytest.approx(1.0)
+    assert probs[[0, 2, 3]] == pytest.approx(p[[0, 2, 3]] / p[[0, 2, 3]].sum())
+
+
+def test_a_cold_start_run_needs_a_teacher_under_the_same_hold_out(tmp_path, teacher):
+    cold = ["tasks.cold_items=0.25", "tasks.cold_seed=1"]
+    with pytest.raises(ConfigError, match=r"trained with cold_items=0.0 .* tasks.cold_items=0.25"):
+        make_tiny_run(tmp_path, steps=1, overrides=[*cold, "losses.weights={distill: 1}",
+                                                    f"losses.distill_teacher={teacher}"],
+                      tokenizer_overrides=["cold_start.cold_items=0.25", "cold_start.cold_seed=1"])

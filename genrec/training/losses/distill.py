@@ -26,12 +26,17 @@ class CodeDistillation(nn.Module):
             and ``max_len``; frozen and kept in eval mode.
         item_token_ids: per item (``N`` of them), the token ids of its index, level by level.
         temperature: the teacher's softmax temperature (> 1 flattens it).
+        exclude: ``[N]`` bool, items that get no teacher mass (the cold-start protocol's held-out
+            items, which training must not know of).
     """
 
-    def __init__(self, teacher: nn.Module, item_token_ids: Sequence[Sequence[int]], temperature: float = 1.0) -> None:
+    def __init__(self, teacher: nn.Module, item_token_ids: Sequence[Sequence[int]], temperature: float = 1.0,
+                 exclude: torch.Tensor | None = None) -> None:
         super().__init__()
         self.teacher = teacher.eval().requires_grad_(False)
         self.temperature = temperature
+        self.register_buffer("exclude", None if exclude is None else torch.as_tensor(exclude, dtype=torch.bool),
+                             persistent=False)
         width = max(len(ids) for ids in item_token_ids)
         index = torch.full((len(item_token_ids), width), -1, dtype=torch.long)  # [N, W] position in level tokens
         levels = []
@@ -55,6 +60,8 @@ class CodeDistillation(nn.Module):
         """Teacher next-item probabilities ``[T, N]`` for left-padded histories ``[T, L]``."""
         max_len = getattr(self.teacher, "max_len", hist.shape[1])
         scores = self.teacher.score(hist[:, -max_len:]).float()
+        if self.exclude is not None:
+            scores = scores.masked_fill(self.exclude.to(scores.device), float("-inf"))
         return F.softmax(scores / self.temperature, dim=-1)
 
     def forward(self, logits_fn: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, rows: torch.Tensor,

@@ -123,10 +123,15 @@ def reuse_freed_memory() -> Iterator[None]:
 def _leave_process_group() -> None:
     """Leave the process group at interpreter exit, while its communication threads can still be
     joined: a rank that exits with the group alive (e.g. a helper rank whose share of the work is
-    done) can otherwise abort with "terminate called without an active exception"."""
+    done) can otherwise abort with "terminate called without an active exception". The ranks meet
+    at a barrier first, so none tears its connections down while a peer is still using them."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer is already gone: nothing left to wait for
+            pass
         dist.destroy_process_group()
 
 

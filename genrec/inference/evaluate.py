@@ -104,12 +104,16 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
              metrics["ndcg@10"], len(data), seconds)
     result = {split: metrics, "split": split, "user_indices": users.tolist(), "num_beams": int(max(num_beams, k)),
               "scoring": rec.scoring, "seconds": round(seconds, 2)}
-    if cold is not None:  # users whose target is a held-out item, ranked among the held-out items only
-        at = np.flatnonzero(cold[data.targets])
+    at = np.flatnonzero(cold[data.targets]) if cold is not None else np.zeros(0, np.int64)
+    if cold is not None:
+        result["holdout"] = {"cold_items": holdout[0], "cold_seed": holdout[1], "items": int(cold.sum())}
+    if cold is not None and not len(at):
+        log.warning("none of the %d evaluated users has a held-out item as %s target: no %s_cold metrics",
+                    len(data), split, split)
+    if len(at):  # users whose target is a held-out item, ranked among the held-out items only
         _, result[f"{split}_cold"], _ = _rank(rec, subset(data, at), num_beams, batch_size, exclude_history,
                                               np.flatnonzero(cold), progress, f"evaluate {split} (cold items)")
         result["cold_user_indices"] = users[at].tolist()
-        result["holdout"] = {"cold_items": holdout[0], "cold_seed": holdout[1], "items": int(cold.sum())}
         log.info("%s, cold items: recall@10 %.4f ndcg@10 %.4f over %d users", split,
                  result[f"{split}_cold"]["recall@10"], result[f"{split}_cold"]["ndcg@10"], len(at))
     if out is not None:
@@ -319,7 +323,7 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
         prov.update({"user_indices": result["user_indices"], "seconds": result["seconds"],
                      "baselines": [str(b) for b in baselines]})
         if hold:
-            prov.update({"holdout": hold, "cold_user_indices": result["cold_user_indices"]})
+            prov.update({"holdout": hold, "cold_user_indices": result.get("cold_user_indices", [])})
         write_json(tmp / "provenance.json", prov)
     log.info("wrote %s", out)
 

@@ -94,3 +94,16 @@ def test_item_tasks_cover_only_the_given_catalog():
     builder = TaskBuilder(ds.items, [[f"<s0_{i}>"] for i in range(ds.num_items)], 8, seed=0)
     exs = list(builder.iter_examples(leave_one_out(ds, 8), {"item2index": 1.0}, catalog=[1, 5, 7]))
     assert sorted(ex.target for ex in exs) == [1, 5, 7]
+
+
+def test_a_user_subset_without_held_out_targets_gets_no_cold_block(cold_run, tmp_path):
+    data = cold_run.parents[1] / "data"
+    ds = Dataset.load(data)
+    cold = cold_item_mask(ds.num_items, 0.25, 1)
+    targets = leave_one_out(ds, 8).test.targets
+    seed = next(s for s in range(100) if not cold[targets[np.sort(
+        np.random.default_rng(s).choice(len(targets), size=3, replace=False))]].any())
+    res = evaluate_run(cold_run, data, max_users=3, seed=seed, progress=False, out=tmp_path / "e")
+    assert "test_cold" not in res and set(read_json(tmp_path / "e" / "metrics.json")) == {"test"}
+    assert "Held-out items" not in (tmp_path / "e" / "comparison.md").read_text()
+    assert read_json(tmp_path / "e" / "provenance.json")["holdout"]["items"] == 6

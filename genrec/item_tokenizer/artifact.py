@@ -178,7 +178,7 @@ def check_dataset(tok: ItemTokenizer, dataset: str | Path | Dataset) -> None:
     if isinstance(dataset, Dataset):
         built = tok.item_ids[:int(tok.stats.get("num_build_items", len(tok.item_tokens)))]
         ids = [it.item_id for it in dataset.items]
-        if held_out_share(tok):  # built without the held-out items, which were then coded as new ones
+        if held_out_share(tok)[0]:  # built without the held-out items, which were then coded as new ones
             built, ids = sorted(tok.item_ids), sorted(ids)
         if ids != built:
             raise DataError(f"the dataset's items differ from the {len(built)} items tokenizer {tok.path} was "

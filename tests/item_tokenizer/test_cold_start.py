@@ -149,3 +149,16 @@ def test_held_out_items_need_the_dataset_and_the_semantic_stream(tmp_path, datas
     with pytest.raises(ConfigError, match=r"cold_items must be in \[0, 1\)"):
         _built(tmp_path, dataset_dir, 60, "cold_start.cold_items=1.0")
     assert not (tmp_path / "out" / "tok").exists()
+
+
+def test_without_held_out_items_the_loaded_dataset_is_checked_in_build_order(tmp_path, dataset_dir):
+    from genrec.data.dataset import Dataset
+
+    out = _built(tmp_path, dataset_dir)
+    sem = np.load(tmp_path / "sem.npy")
+    assign_new_items(out, [Item("later", title="added after the build")], semantic_embeddings=sem[:1], progress=False)
+    ds = Dataset.load(dataset_dir)
+    load_item_tokenizer(out, dataset=ds)  # the built items, in order; the assigned one is extra
+    shuffled = Dataset(items=ds.items[::-1], users=ds.users, sequences=ds.sequences)
+    with pytest.raises(DataError, match="differ from the 60 items"):
+        load_item_tokenizer(out, dataset=shuffled)

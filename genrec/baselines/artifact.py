@@ -19,7 +19,7 @@ import yaml
 
 from genrec.config import from_dict, to_dict
 from genrec.data.dataset import Dataset
-from genrec.data.split import hold_out_items, leave_one_out, subset
+from genrec.data.split import hold_out_items, leave_one_out, recorded_holdout, subset
 from genrec.encoders.sasrec import SASRec, SASRecConfig, evaluate_sasrec
 from genrec.errors import DataError
 from genrec.io import read_json
@@ -84,9 +84,7 @@ def among(score_fn: Callable[[np.ndarray], torch.Tensor], items: np.ndarray) -> 
 def holdout(baseline_dir: str | Path) -> tuple[float, int]:
     """``(cold_items, cold_seed)`` of a baseline directory's config (``(0.0, 0)``: no items held out)."""
     path = Path(baseline_dir) / CONFIG
-    cfg = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
-    share = float(cfg.get("cold_items", 0.0) or 0.0)
-    return share, int(cfg.get("cold_seed", 0) or 0) if share else 0
+    return recorded_holdout(yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None)
 
 
 def rescore(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",

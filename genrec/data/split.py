@@ -14,8 +14,9 @@ during training.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,6 +98,13 @@ def sample_users(n: int, max_users: int | None, seed: int) -> np.ndarray:
     if max_users < 1:
         raise ConfigError(f"max_users must be >= 1, got {max_users}")
     return np.sort(np.random.default_rng(seed).choice(n, size=max_users, replace=False)).astype(np.int64)
+
+
+def recorded_holdout(config: Mapping[str, Any] | None) -> tuple[float, int]:
+    """``(cold_items, cold_seed)`` of a config mapping (a baseline's, a tokenizer's ``cold_start``,
+    a run's ``tasks``); ``(0.0, 0)`` when it holds no items out, whatever its seed says."""
+    share = float((config or {}).get("cold_items", 0.0) or 0.0)
+    return (share, int((config or {}).get("cold_seed", 0) or 0)) if share else (0.0, 0)
 
 
 def cold_item_mask(num_items: int, share: float, seed: int) -> np.ndarray:

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from genrec import run_dir as layout
 from genrec.data.dataset import Dataset
-from genrec.data.split import EvalSet, hold_out_items, leave_one_out, sample_users, subset
+from genrec.data.split import EvalSet, hold_out_items, leave_one_out, recorded_holdout, sample_users, subset
 from genrec.errors import ConfigError, DataError
 from genrec.io import atomic_dir, checksums, provenance, sha256_file, write_json
 from genrec.metrics import DEFAULT_KS, METRIC_KEYS, ranking_metrics, top1_share
@@ -190,11 +190,9 @@ def _filter(history: np.ndarray | None, allow: np.ndarray | None) -> Any:
 def run_holdout(run_dir: str | Path) -> tuple[float, int]:
     """``(tasks.cold_items, tasks.cold_seed)`` a run was trained with (``(0.0, 0)``: no items held out)."""
     try:
-        tasks = layout.read_config(Path(run_dir)).get("tasks") or {}
+        return recorded_holdout(layout.read_config(Path(run_dir)).get("tasks"))
     except OSError:
         return 0.0, 0
-    share = float(tasks.get("cold_items", 0.0) or 0.0)
-    return share, int(tasks.get("cold_seed", 0) or 0) if share else 0
 
 
 # ------------------------------------------------------------------------------------- baselines

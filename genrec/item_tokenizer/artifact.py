@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from genrec.data.dataset import Dataset, Item
+from genrec.data.split import recorded_holdout
 from genrec.errors import DataError
 from genrec.io import read_json, sha256_file
 from genrec.item_tokenizer.codebook import Codebook
@@ -197,8 +198,7 @@ def check_dataset(tok: ItemTokenizer, dataset: str | Path | Dataset) -> None:
 
 def held_out_share(tok: ItemTokenizer) -> tuple[float, int]:
     """``(cold_items, cold_seed)`` the tokenizer was built with (``(0.0, 0)``: no items held out)."""
-    cs = (tok.config.get("config") or {}).get("cold_start") or {}
-    return float(cs.get("cold_items", 0.0) or 0.0), int(cs.get("cold_seed", 0) or 0)
+    return recorded_holdout((tok.config.get("config") or {}).get("cold_start"))
 
 
 def read_items_jsonl(path: str | Path) -> tuple[list[Item], list[list[float] | None]]:

@@ -21,7 +21,7 @@ import yaml
 from genrec import run_dir as layout
 from genrec.config import load_config, to_dict
 from genrec.data.dataset import Dataset
-from genrec.data.split import leave_one_out
+from genrec.data.split import hold_out_items, leave_one_out, recorded_holdout
 from genrec.errors import ConfigError
 from genrec.io import checksums, provenance, write_json
 from genrec.tracking import hf_report_to
@@ -161,14 +161,13 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
 def held_out(cfg: TrainConfig, itok: Any, split: Any) -> tuple[Any, np.ndarray | None]:
     """The cold-start protocol of ``tasks.cold_items``: ``(split without the held-out items, cold [N] bool)``,
     or ``(split, None)`` when off. The tokenizer must have held out the same items."""
-    from genrec.data.split import hold_out_items
     from genrec.item_tokenizer.artifact import held_out_share
 
-    want, built = (float(cfg.tasks.cold_items), int(cfg.tasks.cold_seed)), held_out_share(itok)
+    want, built = recorded_holdout(vars(cfg.tasks)), held_out_share(itok)
     if built[0] and built != want:
         raise ConfigError(f"tokenizer {itok.path} was built with cold_start.cold_items={built[0]} cold_seed={built[1]} "
-                          f"(for a cold-start evaluation) but the run has tasks.cold_items={want[0]} "
-                          f"tasks.cold_seed={want[1]}; set tasks.cold_items={built[0]} tasks.cold_seed={built[1]}, "
+                          f"(for a cold-start evaluation) but the run has tasks.cold_items={cfg.tasks.cold_items} "
+                          f"tasks.cold_seed={cfg.tasks.cold_seed}; set tasks.cold_items={built[0]} tasks.cold_seed={built[1]}, "
                           "or use a tokenizer built without held-out items")
     if not want[0]:
         return split, None
@@ -196,8 +195,7 @@ def code_distillation(cfg: TrainConfig, ds: Dataset, item_token_ids: list[list[i
     if teacher.num_items != ds.num_items:
         raise ConfigError(f"losses.distill_teacher was trained on {teacher.num_items} items but {cfg.data} has "
                           f"{ds.num_items}; train the teacher on this dataset")
-    if (float(tcfg.cold_items), int(tcfg.cold_seed) if tcfg.cold_items else 0) != \
-            (float(cfg.tasks.cold_items), int(cfg.tasks.cold_seed) if cfg.tasks.cold_items else 0):
+    if recorded_holdout(vars(tcfg)) != recorded_holdout(vars(cfg.tasks)):
         raise ConfigError(f"losses.distill_teacher was trained with cold_items={tcfg.cold_items} "
                           f"cold_seed={tcfg.cold_seed} but the run has tasks.cold_items={cfg.tasks.cold_items} "
                           f"tasks.cold_seed={cfg.tasks.cold_seed}; train the teacher under the same hold-out "

@@ -24,6 +24,7 @@ import argparse
 import sys
 import time
 from collections import Counter, defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,6 @@ from genrec.data.dataset import Dataset
 from genrec.data.split import leave_one_out, pad_left, sample_users, subset
 from genrec.inference.recommender import GenRecommender
 from genrec.io import write_json
-
 
 SHARP = (-3, -4, -6, -8, -10)  # log-probability bounds of the "how often is the true item sharp" row
 
@@ -109,7 +109,7 @@ def transition_groups(train_seqs: list[np.ndarray], histories: list[np.ndarray],
     those it must generalise to."""
     follows: dict[int, Counter] = defaultdict(Counter)
     for seq in train_seqs:
-        for a, b in zip(seq[:-1], seq[1:]):
+        for a, b in pairwise(seq):
             follows[int(a)][int(b)] += 1
     seen = np.array([follows[int(h[-1])][int(t)] if len(h) else 0 for h, t in zip(histories, targets)])
     return {"transition seen >= 2 times": seen >= 2, "seen once": seen == 1, "never seen": seen == 0}

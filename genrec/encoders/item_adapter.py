@@ -4,7 +4,9 @@ A history item enters the model as its index tokens; with ``model.item_embedding
 the item tokenizer's streams, e.g. ``[behavior]``) its embeddings from those streams (the DIN or
 SASRec item table for ``behavior``, the text encoder's vector for ``semantic``) enter too,
 through a learned linear adapter whose output is added to the input embedding of the item's
-last index token. The tables are frozen and travel with the run (its copy of the item tokenizer;
+last index token. The name ``id`` adds a learned row per item instead of (or beside) a frozen
+table: capacity for the exact item, which is what memorised item-to-item transitions need (codes
+alone are shared by ~50 items per level); items without training interactions keep a zero row. The tables are frozen and travel with the run (its copy of the item tokenizer;
 cold items get theirs from ``genrec tokens assign``); the projection trains. This is the hybrid
 item prompt of LLaRA / CoLLM / E4SRec reduced to one vector per item, and it works alike for
 scratch, full, LoRA and QLoRA models: the adapter is a submodule of the model, ``genrec_items``,
@@ -26,21 +28,31 @@ from torch import nn
 ITEM_MODULE = "genrec_items"
 
 
-class ItemEmbeddingAdapter(nn.Module):
-    """``forward(items [T]) -> [T, H]``: the items' standardised embeddings (``table [N, D]``)
-    projected by one linear map. The projection starts at zero, so a model starts out exactly as
-    it would without the adapter."""
+ID_STREAM = "id"  # model.item_embeddings entry: a learned row per item rather than a tokenizer stream
+ROWS = "rows"  # the learned rows' submodule name (present only with the ``id`` entry)
 
-    def __init__(self, table: torch.Tensor, hidden: int) -> None:
+
+class ItemEmbeddingAdapter(nn.Module):
+    """``forward(items [T]) -> [T, H]``: the items' standardised embeddings (``table [N, D]``, D may
+    be 0) projected by one linear map, plus a learned row per item when ``learned_rows``. Both start
+    at zero, so a model starts out exactly as it would without the adapter."""
+
+    def __init__(self, table: torch.Tensor, hidden: int, learned_rows: bool = False) -> None:
         super().__init__()
         table = table.float()
-        table = (table - table.mean(0)) / table.std(0).clamp(min=1e-6)
+        if table.shape[1]:
+            table = (table - table.mean(0)) / table.std(0).clamp(min=1e-6)
         self.register_buffer("table", table)  # [N, D], saved with the weights
-        self.proj = nn.Linear(table.shape[1], hidden, bias=False)
+        self.proj = torch.nn.utils.skip_init(nn.Linear, table.shape[1], hidden, bias=False)
         nn.init.zeros_(self.proj.weight)
+        if learned_rows:
+            self.rows = nn.Embedding(table.shape[0], hidden)
+            nn.init.zeros_(self.rows.weight)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.table[items].to(self.proj.weight.dtype))
+        out = self.proj(self.table[items].to(self.proj.weight.dtype))
+        rows = getattr(self, ROWS, None)
+        return out if rows is None else out + rows(items)
 
 
 def find_item_adapter(model: nn.Module) -> nn.Module | None:
@@ -52,19 +64,24 @@ def find_item_adapter(model: nn.Module) -> nn.Module | None:
 
 
 def item_table(tables: dict[str, torch.Tensor], streams: Sequence[str]) -> torch.Tensor:
-    """``[N, sum D]``: the named streams' item tables side by side (dataset item order)."""
+    """``[N, sum D]``: the named streams' item tables side by side (dataset item order); the ``id``
+    entry adds no column (its rows are learned: :func:`attach_item_adapter`)."""
+    streams = [s for s in streams if s != ID_STREAM]
     missing = [s for s in streams if s not in tables]
     if missing:
         from genrec.errors import ConfigError
 
         raise ConfigError(f"model.item_embeddings names stream(s) {missing} but the item tokenizer has only "
                           f"{sorted(tables)}; use those streams or rebuild the tokenizer with both")
-    return torch.cat([tables[s].float() for s in streams], dim=1)
+    num_items = len(next(iter(tables.values())))
+    return torch.cat([torch.zeros(num_items, 0), *(tables[s].float() for s in streams)], dim=1)
 
 
-def attach_item_adapter(model: Any, table: torch.Tensor) -> nn.Module:
-    """Build the adapter for ``table [N, D]`` and attach it to ``model`` as ``genrec_items``."""
-    adapter = ItemEmbeddingAdapter(table, model.config.hidden_size).to(model.get_input_embeddings().weight.device)
+def attach_item_adapter(model: Any, table: torch.Tensor, learned_rows: bool = False) -> nn.Module:
+    """Build the adapter for ``table [N, D]`` (plus a learned row per item when ``learned_rows``)
+    and attach it to ``model`` as ``genrec_items``."""
+    adapter = ItemEmbeddingAdapter(table, model.config.hidden_size, learned_rows)
+    adapter = adapter.to(model.get_input_embeddings().weight.device)
     model.add_module(ITEM_MODULE, adapter)
     return adapter
 
@@ -106,10 +123,10 @@ def load_item_adapter(model: Any, table: torch.Tensor, weights: Any) -> nn.Modul
 
     from genrec.errors import DataError
 
-    adapter = attach_item_adapter(model, table)
     prefix = f"{ITEM_MODULE}."
     with safe_open(str(weights), framework="pt") as f:
         state = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}  # noqa: SIM118
+    adapter = attach_item_adapter(model, table, learned_rows=f"{ROWS}.weight" in state)
     if "proj.weight" not in state:
         raise DataError(f"{weights} holds no {ITEM_MODULE} weights although the run's config sets "
                         "model.item_embeddings; the run directory is incomplete — train it again")

@@ -52,7 +52,7 @@ def load_run_model(run: str | Path, cfg: Mapping[str, Any], tok: Any, table: tor
                    dequantize: bool = False) -> Any:
     """The model of ``run`` in ``dtype`` on ``device`` (``table [N, D]``: the item table of a run
     with history-item embeddings; ``merge``: fold LoRA into the base weights)."""
-    from genrec.encoders.item_adapter import attach_item_adapter, load_item_adapter
+    from genrec.encoders.item_adapter import ID_STREAM, attach_item_adapter, load_item_adapter
 
     run = Path(run)
     if not layout.has_adapter(run):
@@ -70,7 +70,8 @@ def load_run_model(run: str | Path, cfg: Mapping[str, Any], tok: Any, table: tor
         raise ConfigError(f"{e} (the base model of {run})") from None
     model.resize_token_embeddings(len(tok), mean_resizing=False)
     if table is not None:  # its trained weights come with the adapter (modules_to_save)
-        attach_item_adapter(model, table)
+        attach_item_adapter(model, table, learned_rows=ID_STREAM in ((cfg.get("model") or {}).get("item_embeddings")
+                                                                     or []))
     model = PeftModel.from_pretrained(model, str(run))
     if merge:
         model = model.merge_and_unload()

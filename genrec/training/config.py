@@ -45,8 +45,8 @@ class ModelConfig:
     compact_words: int = 2000  # tokenizer: compact only — item-text words kept beyond the instructions' words
     scratch: dict[str, int] = field(default_factory=dict)  # base: scratch only — LlamaConfig sizes
     item_embeddings: list[str] = field(default_factory=list)  # item-tokenizer streams (behavior, semantic) whose
-    # item embeddings join each history item through a learned adapter (genrec.encoders.item_adapter); needs the
-    # sequence task
+    # item embeddings join each history item through a learned adapter (genrec.encoders.item_adapter), and/or
+    # "id": a learned row per item; needs the sequence task
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -70,9 +70,9 @@ class ModelConfig:
                              "a pretrained model keeps its own tokenizer")
         if self.compact_words < 0:
             raise ValueError(f"model.compact_words must be >= 0, got {self.compact_words}")
-        bad = sorted(set(self.item_embeddings) - set(STREAMS))
+        bad = sorted(set(self.item_embeddings) - {*STREAMS, "id"})
         if bad:
-            raise ValueError(f"model.item_embeddings names unknown stream(s) {bad}; use {list(STREAMS)}")
+            raise ValueError(f"model.item_embeddings names unknown stream(s) {bad}; use {[*STREAMS, 'id']}")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from genrec.encoders.item_adapter import ITEM_MODULE, attach_item_adapter
+from genrec.encoders.item_adapter import ID_STREAM, ITEM_MODULE, attach_item_adapter
 from genrec.errors import ConfigError
 from genrec.tasks.collate import SUMMARY_TOKEN
 from genrec.training.aux import AUX_MODULE, attach_aux
@@ -128,7 +128,7 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     if aux_factory is not None:
         attach_aux(model, aux_factory)
     if item_table is not None:
-        attach_item_adapter(model, item_table)
+        attach_item_adapter(model, item_table, learned_rows=ID_STREAM in cfg.item_embeddings)
     if cfg.mode == "full":
         if cfg.dropout:
             log.info("dropout %.2f at %d places", cfg.dropout, add_dropout(model, cfg.dropout))

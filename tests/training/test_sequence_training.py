@@ -59,6 +59,30 @@ def test_sequence_run_trains_selects_by_ranking_and_serves(tmp_path, mode):
         assert len(rec.tokenizer) < 200  # compact vocabulary: words + item tokens, not an LLM's 400
 
 
+def test_learned_item_rows_train_save_and_load(tmp_path):
+    """``model.item_embeddings=[id]``: a learned row per item, zero at the start, trained for the items
+    seen in training, saved with the weights and loaded back; ``[id, behavior]`` keeps both."""
+    from safetensors import safe_open
+
+    from genrec.inference.recommender import GenRecommender
+
+    seq = [o for o in SEQUENCE if not o.startswith("model.item_embeddings")]
+    run = make_tiny_run(tmp_path, overrides=[*SCRATCH, *seq, "model.item_embeddings=[id, behavior]"])
+    with safe_open(str(run / "model.safetensors"), framework="pt") as f:
+        rows = f.get_tensor("genrec_items.rows.weight")
+        proj = f.get_tensor("genrec_items.proj.weight")
+    assert rows.shape[0] == tiny_dataset().num_items and rows.abs().sum(1).gt(0).sum() > 0
+    assert proj.shape[1] > 0 and proj.abs().sum() > 0
+    rec = GenRecommender.from_pretrained(run)
+    torch.testing.assert_close(rec.item_adapter.rows.weight, rows.to(rec.item_adapter.rows.weight.dtype))
+    assert len(rec.recommend(["m1", "m2", "m3"], k=5)) == 5
+
+    only = make_tiny_run(tmp_path / "only", overrides=[*SCRATCH, *seq, "model.item_embeddings=[id]"])
+    rec = GenRecommender.from_pretrained(only)
+    assert rec.item_adapter.table.shape[1] == 0 and rec.item_adapter.rows.weight.abs().sum() > 0
+    assert len(rec.recommend(["m1", "m2"], k=3)) == 3
+
+
 def test_bad_sequence_settings_name_the_key(tmp_path):
     base = ["data=d", "tokenizer=t"]
     with pytest.raises(ConfigError, match="model.item_embeddings needs the sequence task"):
@@ -69,4 +93,5 @@ def test_bad_sequence_settings_name_the_key(tmp_path):
         load_config(TrainConfig, None, [*base, "training.select_by=mrr"])
     with pytest.raises(ConfigError, match="unknown stream"):
         load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_embeddings=[colour]"])
+    assert load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_embeddings=[id]"])
     assert tiny_dataset().num_items == 24

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from genrec.baselines.artifact import load_sasrec
 from genrec.data.dataset import Dataset
 from genrec.data.split import leave_one_out, pad_left, sample_users, subset
+from genrec.encoders.item_adapter import prompt_extras
 from genrec.inference.recommender import GenRecommender
 from genrec.io import write_json
 
@@ -66,9 +67,15 @@ def genrec_levels(rec: GenRecommender, seqs: list[list[int]], histories: list[np
     out = np.full((len(targets), max(map(len, seqs)), 3), np.nan)
     with torch.inference_mode():
         for u, (h, t) in enumerate(zip(histories, targets)):
-            prompt, target = rec.prompt_for(h.tolist()), seqs[int(t)]
+            prompt, items = rec.render(h.tolist())
+            target = seqs[int(t)]
             ids = torch.tensor([prompt + target], device=device)
-            logits = model(input_ids=ids).logits[0].float()  # [L, V]
+            if rec.item_adapter is None:
+                logits = model(input_ids=ids).logits[0].float()  # [L, V]
+            else:  # the history items' adapter vectors, as the beam search adds them
+                extra = prompt_extras(rec.item_adapter, [len(prompt) + len(target)], [items])[0]
+                embeds = model.get_input_embeddings()(ids) + extra[None].to(device)
+                logits = model(inputs_embeds=embeds).logits[0].float()
             for level in range(len(target)):
                 kids = children[tuple(target[:level])]
                 row = logits[len(prompt) - 1 + level, kids].cpu().numpy()

@@ -37,8 +37,9 @@ class ItemEmbeddingAdapter(nn.Module):
     be 0) projected by one linear map, plus a learned row per item when ``learned_rows``. Both start
     at zero, so a model starts out exactly as it would without the adapter."""
 
-    def __init__(self, table: torch.Tensor, hidden: int, learned_rows: bool = False) -> None:
+    def __init__(self, table: torch.Tensor, hidden: int, learned_rows: bool = False, row_dropout: float = 0.0) -> None:
         super().__init__()
+        self.row_dropout = row_dropout  # training only: share of items whose learned row is hidden
         table = table.float()
         if table.shape[1]:
             table = (table - table.mean(0)) / table.std(0).clamp(min=1e-6)
@@ -52,7 +53,12 @@ class ItemEmbeddingAdapter(nn.Module):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         out = self.proj(self.table[items].to(self.proj.weight.dtype))
         rows = getattr(self, ROWS, None)
-        return out if rows is None else out + rows(items)
+        if rows is None:
+            return out
+        row = rows(items)  # [T, H]
+        if self.training and self.row_dropout:  # the codes must still carry the hidden items
+            row = row * (torch.rand(row.shape[0], 1, device=row.device) >= self.row_dropout).to(row.dtype)
+        return out + row
 
 
 def find_item_adapter(model: nn.Module) -> nn.Module | None:
@@ -77,10 +83,12 @@ def item_table(tables: dict[str, torch.Tensor], streams: Sequence[str]) -> torch
     return torch.cat([torch.zeros(num_items, 0), *(tables[s].float() for s in streams)], dim=1)
 
 
-def attach_item_adapter(model: Any, table: torch.Tensor, learned_rows: bool = False) -> nn.Module:
-    """Build the adapter for ``table [N, D]`` (plus a learned row per item when ``learned_rows``)
-    and attach it to ``model`` as ``genrec_items``."""
-    adapter = ItemEmbeddingAdapter(table, model.config.hidden_size, learned_rows)
+def attach_item_adapter(model: Any, table: torch.Tensor, learned_rows: bool = False,
+                        row_dropout: float = 0.0) -> nn.Module:
+    """Build the adapter for ``table [N, D]`` (plus a learned row per item when ``learned_rows``,
+    hidden for a ``row_dropout`` share of the items at each training step) and attach it to
+    ``model`` as ``genrec_items``."""
+    adapter = ItemEmbeddingAdapter(table, model.config.hidden_size, learned_rows, row_dropout)
     adapter = adapter.to(model.get_input_embeddings().weight.device)
     model.add_module(ITEM_MODULE, adapter)
     return adapter

@@ -47,6 +47,7 @@ class ModelConfig:
     item_embeddings: list[str] = field(default_factory=list)  # item-tokenizer streams (behavior, semantic) whose
     # item embeddings join each history item through a learned adapter (genrec.encoders.item_adapter), and/or
     # "id": a learned row per item; needs the sequence task
+    item_row_dropout: float = 0.0  # with "id": share of history items whose learned row is hidden at a training step
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -70,6 +71,10 @@ class ModelConfig:
                              "a pretrained model keeps its own tokenizer")
         if self.compact_words < 0:
             raise ValueError(f"model.compact_words must be >= 0, got {self.compact_words}")
+        if not 0.0 <= self.item_row_dropout < 1.0:
+            raise ValueError(f"model.item_row_dropout must be in [0, 1), got {self.item_row_dropout}")
+        if self.item_row_dropout and "id" not in self.item_embeddings:
+            raise ValueError("model.item_row_dropout hides learned item rows; add id to model.item_embeddings")
         bad = sorted(set(self.item_embeddings) - {*STREAMS, "id"})
         if bad:
             raise ValueError(f"model.item_embeddings names unknown stream(s) {bad}; use {[*STREAMS, 'id']}")

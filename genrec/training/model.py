@@ -128,7 +128,8 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     if aux_factory is not None:
         attach_aux(model, aux_factory)
     if item_table is not None:
-        attach_item_adapter(model, item_table, learned_rows=ID_STREAM in cfg.item_embeddings)
+        attach_item_adapter(model, item_table, learned_rows=ID_STREAM in cfg.item_embeddings,
+                            row_dropout=cfg.item_row_dropout)
     if cfg.mode == "full":
         if cfg.dropout:
             log.info("dropout %.2f at %d places", cfg.dropout, add_dropout(model, cfg.dropout))

@@ -83,6 +83,19 @@ def test_learned_item_rows_train_save_and_load(tmp_path):
     assert len(rec.recommend(["m1", "m2"], k=3)) == 3
 
 
+def test_item_row_dropout_hides_rows_only_in_training():
+    from genrec.encoders.item_adapter import ItemEmbeddingAdapter
+
+    torch.manual_seed(0)
+    adapter = ItemEmbeddingAdapter(torch.zeros(50, 0), 4, learned_rows=True, row_dropout=0.5)
+    torch.nn.init.ones_(adapter.rows.weight)
+    items = torch.arange(50)
+    hidden = (adapter(items).abs().sum(1) == 0).float().mean().item()  # [T, H] -> share of zero rows
+    assert 0.3 < hidden < 0.7
+    adapter.eval()
+    assert adapter(items).abs().sum(1).gt(0).all()
+
+
 def test_bad_sequence_settings_name_the_key(tmp_path):
     base = ["data=d", "tokenizer=t"]
     with pytest.raises(ConfigError, match="model.item_embeddings needs the sequence task"):
@@ -94,4 +107,9 @@ def test_bad_sequence_settings_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="unknown stream"):
         load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_embeddings=[colour]"])
     assert load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_embeddings=[id]"])
+    with pytest.raises(ConfigError, match="add id to model.item_embeddings"):
+        load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_row_dropout=0.5"])
+    with pytest.raises(ConfigError, match="item_row_dropout must be in"):
+        load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_embeddings=[id]",
+                                        "model.item_row_dropout=1.0"])
     assert tiny_dataset().num_items == 24

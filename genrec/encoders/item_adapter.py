@@ -4,10 +4,11 @@ A history item enters the model as its index tokens; with ``model.item_embedding
 the item tokenizer's streams, e.g. ``[behavior]``) its embeddings from those streams (the DIN or
 SASRec item table for ``behavior``, the text encoder's vector for ``semantic``) enter too,
 through a learned linear adapter whose output is added to the input embedding of the item's
-last index token. The name ``id`` adds a learned row per item instead of (or beside) a frozen
-table: capacity for the exact item, which is what memorised item-to-item transitions need (codes
-alone are shared by ~50 items per level); items without training interactions keep a zero row. The tables are frozen and travel with the run (its copy of the item tokenizer;
-cold items get theirs from ``genrec tokens assign``); the projection trains. This is the hybrid
+last index token. The tables are frozen and travel with the run (its copy of the item tokenizer;
+cold items get theirs from ``genrec tokens assign``); the projection trains. The name ``id`` adds
+a learned row per item instead of (or beside) a frozen table: capacity for the exact item, which
+is what memorised item-to-item transitions need (codes alone are shared by ~50 items per level);
+items without training interactions keep a zero row. This is the hybrid
 item prompt of LLaRA / CoLLM / E4SRec reduced to one vector per item, and it works alike for
 scratch, full, LoRA and QLoRA models: the adapter is a submodule of the model, ``genrec_items``,
 saved with the weights or, under LoRA, with the adapter (``modules_to_save``).

@@ -104,18 +104,18 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
              metrics["ndcg@10"], len(data), seconds)
     result = {split: metrics, "split": split, "user_indices": users.tolist(), "num_beams": int(max(num_beams, k)),
               "scoring": rec.scoring, "seconds": round(seconds, 2)}
-    at = np.flatnonzero(cold[data.targets]) if cold is not None else np.zeros(0, np.int64)
     if cold is not None:
         result["holdout"] = {"cold_items": holdout[0], "cold_seed": holdout[1], "items": int(cold.sum())}
-    if cold is not None and not len(at):
-        log.warning("none of the %d evaluated users has a held-out item as %s target: no %s_cold metrics",
-                    len(data), split, split)
-    if len(at):  # users whose target is a held-out item, ranked among the held-out items only
-        _, result[f"{split}_cold"], _ = _rank(rec, subset(data, at), num_beams, batch_size, exclude_history,
-                                              np.flatnonzero(cold), progress, f"evaluate {split} (cold items)")
-        result["cold_user_indices"] = users[at].tolist()
-        log.info("%s, cold items: recall@10 %.4f ndcg@10 %.4f over %d users", split,
-                 result[f"{split}_cold"]["recall@10"], result[f"{split}_cold"]["ndcg@10"], len(at))
+        at = np.flatnonzero(cold[data.targets])  # users whose target is a held-out item
+        if not len(at):
+            log.warning("none of the %d evaluated users has a held-out item as %s target: no %s_cold metrics",
+                        len(data), split, split)
+        else:  # ranked among the held-out items only
+            _, result[f"{split}_cold"], _ = _rank(rec, subset(data, at), num_beams, batch_size, exclude_history,
+                                                  np.flatnonzero(cold), progress, f"evaluate {split} (cold items)")
+            result["cold_user_indices"] = users[at].tolist()
+            log.info("%s, cold items: recall@10 %.4f ndcg@10 %.4f over %d users", split,
+                     result[f"{split}_cold"]["recall@10"], result[f"{split}_cold"]["ndcg@10"], len(at))
     if out is not None:
         settings = {"run_dir": str(run_dir), "data_dir": str(data_dir), "split": split, "num_beams": num_beams,
                     "scoring": rec.scoring,

@@ -70,8 +70,8 @@ def load_run_model(run: str | Path, cfg: Mapping[str, Any], tok: Any, table: tor
         raise ConfigError(f"{e} (the base model of {run})") from None
     model.resize_token_embeddings(len(tok), mean_resizing=False)
     if table is not None:  # its trained weights come with the adapter (modules_to_save)
-        attach_item_adapter(model, table, learned_rows=ID_STREAM in ((cfg.get("model") or {}).get("item_embeddings")
-                                                                     or []))
+        streams = (cfg.get("model") or {}).get("item_embeddings") or []
+        attach_item_adapter(model, table, learned_rows=ID_STREAM in streams)
     model = PeftModel.from_pretrained(model, str(run))
     if merge:
         model = model.merge_and_unload()

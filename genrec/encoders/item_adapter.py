@@ -50,6 +50,14 @@ class ItemEmbeddingAdapter(nn.Module):
         if learned_rows:
             self.rows = nn.Embedding(table.shape[0], hidden)
             nn.init.zeros_(self.rows.weight)
+        self.register_buffer("row_keep", None, persistent=False)  # [N] bool: items allowed a learned row
+
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        """Let only the items where ``keep [N]`` is true learn a row; the others' rows get no
+        gradient and stay zero, so the trained weights serve without the mask."""
+        if getattr(self, ROWS, None) is None:
+            raise ValueError("keep_rows needs learned rows (the id entry of model.item_embeddings)")
+        self.row_keep = torch.as_tensor(keep, dtype=torch.bool, device=self.rows.weight.device)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         out = self.proj(self.table[items].to(self.proj.weight.dtype))
@@ -57,6 +65,8 @@ class ItemEmbeddingAdapter(nn.Module):
         if rows is None:
             return out
         row = rows(items)  # [T, H]
+        if self.row_keep is not None:
+            row = row * self.row_keep[items].unsqueeze(1).to(row.dtype)
         if self.training and self.row_dropout:  # the codes must still carry the hidden items
             row = row * (torch.rand(row.shape[0], 1, device=row.device) >= self.row_dropout).to(row.dtype)
         return out + row

@@ -48,6 +48,7 @@ class ModelConfig:
     # item embeddings join each history item through a learned adapter (genrec.encoders.item_adapter), and/or
     # "id": a learned row per item; needs the sequence task
     item_row_dropout: float = 0.0  # with "id": share of history items whose learned row is hidden at a training step
+    item_row_min_count: int = 0  # with "id": items with fewer interactions in the training sequences keep a zero row
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -75,6 +76,10 @@ class ModelConfig:
             raise ValueError(f"model.item_row_dropout must be in [0, 1), got {self.item_row_dropout}")
         if self.item_row_dropout and "id" not in self.item_embeddings:
             raise ValueError("model.item_row_dropout hides learned item rows; add id to model.item_embeddings")
+        if self.item_row_min_count < 0:
+            raise ValueError(f"model.item_row_min_count must be >= 0, got {self.item_row_min_count}")
+        if self.item_row_min_count and "id" not in self.item_embeddings:
+            raise ValueError("model.item_row_min_count limits learned item rows; add id to model.item_embeddings")
         bad = sorted(set(self.item_embeddings) - {*STREAMS, "id"})
         if bad:
             raise ValueError(f"model.item_embeddings names unknown stream(s) {bad}; use {[*STREAMS, 'id']}")

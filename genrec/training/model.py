@@ -100,7 +100,8 @@ def init_new_rows(model: Any, tokenizer: Any, new_ids: Sequence[int], how: str,
 def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[str, list[str]] | None = None,
                 seed: int = 0, aux_factory: Callable[[int], torch.nn.Module] | None = None,
                 texts: tuple[Sequence[str], Sequence[str]] | None = None,
-                item_table: torch.Tensor | None = None) -> tuple[Any, Any, list[int]]:
+                item_table: torch.Tensor | None = None,
+                row_keep: torch.Tensor | None = None) -> tuple[Any, Any, list[int]]:
     """``(model, tokenizer, new_token_ids)`` ready to train under ``cfg.mode``.
 
     ``token_texts`` maps an item token string to the texts used by the ``text`` init.
@@ -108,7 +109,8 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     model as ``genrec_aux`` and, under LoRA, saved with the adapter (``modules_to_save``).
     ``texts``: ``(instruction texts, other training texts)``, the words of a ``compact`` tokenizer.
     ``item_table [N, D]``: item embeddings of the history-item adapter (``genrec_items``), attached
-    and saved the same way.
+    and saved the same way; ``row_keep [N]`` (bool) names the items allowed a learned row
+    (``model.item_row_min_count``).
     """
     from genrec.hub import load_causal_lm
 
@@ -128,8 +130,10 @@ def build_model(cfg: ModelConfig, item_tokens: Sequence[str], token_texts: dict[
     if aux_factory is not None:
         attach_aux(model, aux_factory)
     if item_table is not None:
-        attach_item_adapter(model, item_table, learned_rows=ID_STREAM in cfg.item_embeddings,
-                            row_dropout=cfg.item_row_dropout)
+        adapter = attach_item_adapter(model, item_table, learned_rows=ID_STREAM in cfg.item_embeddings,
+                                      row_dropout=cfg.item_row_dropout)
+        if row_keep is not None:
+            adapter.keep_rows(row_keep)
     if cfg.mode == "full":
         if cfg.dropout:
             log.info("dropout %.2f at %d places", cfg.dropout, add_dropout(model, cfg.dropout))

@@ -109,8 +109,16 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
         for t in toks:
             token_texts.setdefault(t, []).append(it.display)
     table = item_table(tables, cfg.model.item_embeddings) if cfg.model.item_embeddings else None
+    row_keep = None
+    if cfg.model.item_row_min_count:
+        from genrec.baselines.popularity import item_counts
+
+        row_keep = torch.from_numpy(item_counts(split.train, split.num_items) >= cfg.model.item_row_min_count)
+        log.info("learned item rows for %d of %d items (>= %d training interactions)", int(row_keep.sum()),
+                 len(row_keep), cfg.model.item_row_min_count)
     model, tok, _ = build_model(cfg.model, itok.tokens, token_texts, cfg.seed, aux_factory(cfg, tables, codes),
-                                _vocabulary_texts(examples) if cfg.model.tokenizer == COMPACT else None, table)
+                                _vocabulary_texts(examples) if cfg.model.tokenizer == COMPACT else None, table,
+                                row_keep)
     trainable, total = trainable_parameters(model)
     log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     sid = tok.convert_tokens_to_ids(SUMMARY_TOKEN)

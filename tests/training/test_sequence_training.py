@@ -6,7 +6,10 @@ import json
 import pytest
 import torch
 
+from genrec.baselines.popularity import item_counts
 from genrec.config import load_config
+from genrec.data.dataset import Dataset
+from genrec.data.split import leave_one_out
 from genrec.errors import ConfigError
 from genrec.testing import make_tiny_run, tiny_dataset
 from genrec.training.config import TrainConfig
@@ -77,10 +80,27 @@ def test_learned_item_rows_train_save_and_load(tmp_path):
     torch.testing.assert_close(rec.item_adapter.rows.weight, rows.to(rec.item_adapter.rows.weight.dtype))
     assert len(rec.recommend(["m1", "m2", "m3"], k=5)) == 5
 
-    only = make_tiny_run(tmp_path / "only", overrides=[*SCRATCH, *seq, "model.item_embeddings=[id]"])
+    only = make_tiny_run(tmp_path / "only", overrides=[*SCRATCH, *seq, "model.item_embeddings=[id]",
+                                                       "model.item_row_min_count=6"])
     rec = GenRecommender.from_pretrained(only)
-    assert rec.item_adapter.table.shape[1] == 0 and rec.item_adapter.rows.weight.abs().sum() > 0
+    assert rec.item_adapter.table.shape[1] == 0
+    counts = item_counts(leave_one_out(Dataset.load(only.parent.parent / "data"), 20).train, 24)
+    trained = rec.item_adapter.rows.weight.abs().sum(1).gt(0)  # [N]
+    assert 0 < (counts >= 6).sum() < 24  # the bound splits the tiny catalog
+    assert not trained[torch.from_numpy(counts < 6)].any()  # rare items keep their zero row
+    assert trained[torch.from_numpy(counts >= 6)].any()
     assert len(rec.recommend(["m1", "m2"], k=3)) == 3
+
+
+def test_kept_rows_alone_get_gradient():
+    from genrec.encoders.item_adapter import ItemEmbeddingAdapter
+
+    adapter = ItemEmbeddingAdapter(torch.zeros(6, 0), 4, learned_rows=True)
+    adapter.keep_rows(torch.tensor([True, False, True, False, True, False]))
+    adapter(torch.arange(6)).sum().backward()
+    assert adapter.rows.weight.grad.abs().sum(1).gt(0).tolist() == [True, False] * 3
+    with pytest.raises(ValueError, match="learned rows"):
+        ItemEmbeddingAdapter(torch.zeros(6, 2), 4).keep_rows(torch.ones(6, dtype=torch.bool))
 
 
 def test_item_row_dropout_hides_rows_only_in_training():
@@ -112,4 +132,9 @@ def test_bad_sequence_settings_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="item_row_dropout must be in"):
         load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_embeddings=[id]",
                                         "model.item_row_dropout=1.0"])
+    with pytest.raises(ConfigError, match="add id to model.item_embeddings"):
+        load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_row_min_count=5"])
+    with pytest.raises(ConfigError, match="item_row_min_count must be >= 0"):
+        load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_embeddings=[id]",
+                                        "model.item_row_min_count=-1"])
     assert tiny_dataset().num_items == 24

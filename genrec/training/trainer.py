@@ -44,6 +44,18 @@ def response_lm_loss(model: nn.Module, hidden: torch.Tensor, labels: torch.Tenso
     return nn.functional.cross_entropy(logits.float(), target[b, p])
 
 
+def untied_missing_keys(model: nn.Module, missing: list[str]) -> list[str]:
+    """The keys of ``missing`` (from ``load_state_dict(strict=False)``) that are not the output
+    embedding's weight shared with the input embeddings: safetensors stores a tied tensor once,
+    so a checkpoint of a tied model always "misses" its LM head, while the loaded input rows fill
+    both."""
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    if out is None or inp is None or out.weight is not inp.weight:
+        return list(missing)
+    shared = {name for name, p in model.named_parameters(remove_duplicate=False) if p is out.weight}
+    return [key for key in missing if key not in shared]
+
+
 class GenRecTrainer(Trainer):
     """Trainer whose loss is ``lm + Σ weight · aux_term``.
 
@@ -127,6 +139,14 @@ class GenRecTrainer(Trainer):
             for name, value in self.ranker(self.accelerator.unwrap_model(self.model)).items():
                 output.metrics[f"{prefix}_{name}"] = round(value, 6)
         return output
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """The Trainer's warnings after reloading a checkpoint, without the false "missing
+        lm_head.weight" of models whose LM head is tied to the input embeddings."""
+        if hasattr(load_result, "_replace"):  # torch's _IncompatibleKeys named tuple
+            core = self.accelerator.unwrap_model(self.model)
+            load_result = load_result._replace(missing_keys=untied_missing_keys(core, list(load_result.missing_keys)))
+        super()._issue_warnings_after_load(load_result)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._term_counts:

@@ -79,3 +79,19 @@ def test_response_only_logits_equal_the_models_own_loss(tmp_path, mode):
     ours = response_lm_loss(model, out.hidden_states[-1], labels)
     torch.testing.assert_close(ours, full, rtol=1e-5, atol=1e-6)
     ours.backward()  # gradients flow through the head on the kept positions
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_reloading_a_tied_head_is_not_reported_missing(tmp_path, tied):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from genrec.training.trainer import untied_missing_keys
+
+    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=tied)
+    model = LlamaForCausalLM(cfg)
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    result = model.load_state_dict(state, strict=False)
+    assert result.missing_keys == ["lm_head.weight"]
+    assert untied_missing_keys(model, result.missing_keys) == ([] if tied else ["lm_head.weight"])
+    assert untied_missing_keys(model, ["model.norm.weight"]) == ["model.norm.weight"]

@@ -45,6 +45,8 @@ def _add_scoring(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scoring", choices=["beam", "exact"], default="beam",
                    help="beam: constrained beam search (default); exact: score every catalog item (slower, no beam "
                         "misses; see docs/serving.md)")
+    p.add_argument("--no-item-head", action="store_true",
+                   help="rank by the codes alone even when the run has an item head (`genrec head`)")
 
 
 def _add_inference(sub: argparse._SubParsersAction) -> None:
@@ -156,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(handler="genrec.training.recipe:main")
 
+    p = sub.add_parser("head", help="fit a trained run's item head (per-item scores fused with the codes)")
+    p.add_argument("--run", required=True, help="run directory written by `genrec train`")
+    p.add_argument("--data", required=True, help="canonical dataset directory the run was trained on")
+    p.add_argument("--users", type=int, default=2048,
+                   help="validation users that select the head's epoch and fusion weight (default 2048; 0: all)")
+    p.add_argument("--num-beams", type=int, default=20, help="beam width the weight is chosen with (default 20)")
+    p.add_argument("--extra", type=int, default=50, help="head's best items added to the beam's (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fit and of the validation users (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler="genrec.cli:head_main")
+
     p = sub.add_parser("align", help="preference-align a trained run (DPO or GRPO through trl)")
     p.add_argument("--config", required=True, help="recipe YAML (see recipes/align_*.yaml)")
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
@@ -184,6 +198,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines-only", action="store_true", help="stop after the popularity and SASRec baselines")
     p.set_defaults(handler="genrec.demo:main")
     return parser
+
+
+def head_main(args: argparse.Namespace) -> int:
+    """``genrec head``: fit the run's item head on its training sequences and write it into the run."""
+    import torch
+
+    from genrec import run_dir as layout
+    from genrec.data.dataset import Dataset
+    from genrec.data.split import hold_out_items, leave_one_out, sample_users, subset
+    from genrec.encoders.item_head import save_item_head
+    from genrec.errors import ConfigError, DataError
+    from genrec.inference.evaluate import run_holdout
+    from genrec.inference.recommender import GenRecommender
+    from genrec.io import write_json
+    from genrec.runtime import set_threads
+    from genrec.training.item_head import fit_for_model
+
+    set_threads(args.threads)
+    if args.users < 0 or args.num_beams < 1 or args.extra < 0:
+        raise ConfigError("--users must be >= 0, --num-beams >= 1 and --extra >= 0")
+    torch.manual_seed(args.seed)
+    rec = GenRecommender.from_pretrained(args.run, device="cpu", data_dir=args.data, item_head=False)
+    ds = Dataset.load(args.data)
+    if [it.item_id for it in ds.items] != [it.item_id for it in rec.items]:
+        raise DataError(f"the items of {args.data} differ from the run's catalog; pass the dataset it was trained on")
+    split = leave_one_out(ds, rec.max_history)
+    holdout = run_holdout(rec.run_dir)
+    if holdout[0]:  # training never saw the held-out items: neither does the head
+        split, _ = hold_out_items(split, *holdout)
+    valid = subset(split.valid, sample_users(len(split.valid), args.users or None, args.seed))
+    head, report = fit_for_model(rec.model, rec.render, rec.trie, split.train, valid.histories, valid.targets,
+                                 rec.num_items, max_history=rec.max_history, num_beams=args.num_beams,
+                                 extra=args.extra, seed=args.seed, progress=not args.no_progress)
+    run = rec.run_dir
+    save_item_head(head, run / layout.ITEM_HEAD, {"data": str(args.data), "seed": args.seed})
+    write_json(run / layout.ITEM_HEAD_REPORT, report)
+    chosen = report["by_weight"][str(head.weight)]
+    codes = report["by_weight"]["0.0"]
+    print(f"wrote {run / layout.ITEM_HEAD}: weight {head.weight}; validation NDCG@10 {chosen['ndcg@10']:.4f} "
+          f"(codes alone {codes['ndcg@10']:.4f}), Recall@10 {chosen['recall@10']:.4f} ({codes['recall@10']:.4f}) "
+          f"on {len(valid.targets)} users")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@
     RUN/config.yaml, RUN/provenance.json                  resolved config, seed, versions, checksums
     RUN/train_log.jsonl, RUN/loss_curve.png               per-term training log
     RUN/tensorboard/                                      event files (training.report_to: tensorboard)
+    RUN/item_head.safetensors, item_head.json             optional item head and its fit report (`genrec head`)
     RUN/README.md                                         model card, written last: present = finished
     RUN/checkpoints/                                      Trainer checkpoints (for --resume)
 
@@ -50,10 +51,12 @@ FULL_WEIGHTS = "model.safetensors"
 CATALOG = "catalog.jsonl"
 BASE_MODEL = "base_model.json"
 EXPORT = "export.json"
+ITEM_HEAD = "item_head.safetensors"
+ITEM_HEAD_REPORT = "item_head.json"
 CARD_TAGS = ("genrec", "recommendation", "generative-recommendation")
 # What identifies a run's model for provenance (checksummed by ``genrec evaluate``).
 IDENTITY_FILES = ("adapter_model.safetensors", ADAPTER_CONFIG, "model.safetensors", CONFIG, "tokenizer.json",
-                  f"{ITEM_TOKENIZER}/item_codes.json", CATALOG)
+                  f"{ITEM_TOKENIZER}/item_codes.json", CATALOG, ITEM_HEAD)
 
 
 def publish(stage: Path, run: Path) -> None:

@@ -90,13 +90,15 @@ class _Stepper:
         self.row_prompt = torch.arange(len(prompts), device=self.device)
         self.history = torch.zeros((len(prompts), 0), dtype=torch.long, device=self.device)
 
-    def prefill(self) -> torch.Tensor:
-        """``[B, V]`` float32 log-probs of the first item token."""
+    def prefill(self, with_states: bool = False) -> Any:
+        """``[B, V]`` float32 log-probs of the first item token; with ``with_states`` also the
+        prompts' final hidden states ``[B, H]`` (the last layer's, after the final norm)."""
         pos = (self.attn.cumsum(-1) - 1).clamp(min=0)
         out = self.model(**self._feed(self.ids, self.row_prompt), attention_mask=self.attn, position_ids=pos,
-                         use_cache=self.use_cache, logits_to_keep=1)
+                         use_cache=self.use_cache, logits_to_keep=1, output_hidden_states=with_states)
         self.cache = _out_cache(out) if self.use_cache else None
-        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        return (logp, out.hidden_states[-1][:, -1].float()) if with_states else logp
 
     def step(self, parent: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Rows become ``parent [R]`` (rows of the previous step) extended by ``tokens [R]``;

@@ -60,13 +60,14 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
                  batch_size: int = 8, max_users: int | None = None, seed: int = 0, progress: bool = True, *,
                  exclude_history: bool = False, out: str | Path | None = None,
                  baselines: Sequence[str | Path] = (), recommender: Any = None,
-                 scoring: str = "beam") -> dict[str, Any]:
+                 scoring: str = "beam", item_head: bool = True) -> dict[str, Any]:
     """Evaluate a ``genrec train`` run on ``split`` of the dataset ``data_dir``.
 
     ``max_users`` evaluates a seeded (``seed``) random subset of users; ``recommender`` reuses an
     already loaded :class:`~genrec.inference.recommender.GenRecommender` of the run (its own
     ``scoring`` then applies); ``scoring="exact"`` ranks by every item's score instead of beam
-    search (:mod:`genrec.generation.exact`); ``out`` writes the
+    search (:mod:`genrec.generation.exact`); ``item_head=False`` ignores the run's item head (the
+    codes alone rank); ``out`` writes the
     artifacts listed in the module docstring, ``baselines`` adds them to ``comparison.md``.
 
     Returns ``{split: {recall@5 .. ndcg@20, invalid_rate, coverage, users}, "split": split,
@@ -85,7 +86,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     data_dir = Path(data_dir)
     ranks = Ranks()
     rec = recommender or GenRecommender.from_pretrained(run_dir, device=resolve_device("auto"), data_dir=data_dir,
-                                                        scoring=scoring)
+                                                        scoring=scoring, item_head=item_head)
     ds = Dataset.load(data_dir)
     if [it.item_id for it in ds.items] != [it.item_id for it in rec.items]:
         raise DataError(f"the items of {data_dir} differ from the catalog the run was loaded with; evaluate on the "
@@ -103,7 +104,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     log.info("%s: recall@10 %.4f ndcg@10 %.4f over %d users in %.0f s", split, metrics["recall@10"],
              metrics["ndcg@10"], len(data), seconds)
     result = {split: metrics, "split": split, "user_indices": users.tolist(), "num_beams": int(max(num_beams, k)),
-              "scoring": rec.scoring, "seconds": round(seconds, 2)}
+              "scoring": rec.scoring, "seconds": round(seconds, 2),
+              "item_head": None if rec.item_head is None else rec.item_head.weight}
     if cold is not None:
         result["holdout"] = {"cold_items": holdout[0], "cold_seed": holdout[1], "items": int(cold.sum())}
         at = np.flatnonzero(cold[data.targets])  # users whose target is a held-out item
@@ -118,7 +120,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
                      result[f"{split}_cold"]["recall@10"], result[f"{split}_cold"]["ndcg@10"], len(at))
     if out is not None:
         settings = {"run_dir": str(run_dir), "data_dir": str(data_dir), "split": split, "num_beams": num_beams,
-                    "scoring": rec.scoring,
+                    "scoring": rec.scoring, "item_head": result["item_head"],
                     "batch_size": batch_size, "max_users": max_users, "seed": seed,
                     "exclude_history": exclude_history, "max_history": rec.max_history, "prompt_template": 0,
                     "base_model": rec.base_model}
@@ -288,6 +290,8 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
         f"(seed {settings['seed']}); baselines re-scored on the same users"
     how = "exact scoring of every item" if result.get("scoring") == "exact" else \
         f"constrained beam search, {result['num_beams']} beams"
+    if result.get("item_head") is not None:
+        how += f", fused with the item head (weight {result['item_head']})"
     md = (f"# {model_name} vs baselines — {split} split\n\n"
           f"Leave-one-out, full catalog ({rec.num_items} items), {scope}. genrec: {how}, history ≤ {rec.max_history}, "
           f"{'history excluded' if settings['exclude_history'] else 'seen items kept rankable'}; "
@@ -337,7 +341,7 @@ def main(args: argparse.Namespace) -> int:
     result = evaluate_run(args.model, args.data, split=args.split, num_beams=args.num_beams,
                           batch_size=args.batch_size, max_users=args.max_users, seed=args.seed,
                           progress=not args.no_progress, exclude_history=args.exclude_history, out=out,
-                          baselines=args.baselines or (), scoring=args.scoring)
+                          baselines=args.baselines or (), scoring=args.scoring, item_head=not args.no_item_head)
     if Ranks().is_main:
         print((out / "comparison.md").read_text(encoding="utf-8"))
         print(f"wrote {out}/metrics.json ({result['seconds']:.0f} s)")

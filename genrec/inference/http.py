@@ -284,7 +284,8 @@ def main(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     rec = GenRecommender.from_pretrained(args.model, device=args.device, data_dir=args.data,
-                                         num_beams=args.num_beams, scoring=args.scoring)
+                                         num_beams=args.num_beams, scoring=args.scoring,
+                                         item_head=not args.no_item_head)
     rec.recommend([rec.items[0].item_id], k=1)  # warm-up: the first forward pass is the slow one
     app = create_app(rec, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
     log.info("serving %s on http://%s:%d (docs at /docs)", rec.name, args.host, args.port)

@@ -62,8 +62,10 @@ import torch
 from genrec import run_dir as layout
 from genrec.data.dataset import Dataset, Item
 from genrec.encoders.item_adapter import find_item_adapter, prompt_extras
+from genrec.encoders.item_head import load_item_head
 from genrec.errors import ConfigError, DataError, RequestError
 from genrec.generation import AttributeTable, ItemFilter, ItemTrie, exact_search, item_token_ids, search
+from genrec.generation.fusion import rerank_found
 from genrec.runtime import resolve_device
 from genrec.tasks.collate import SUMMARY_TOKEN, history_prompt
 from genrec.tasks.prompts import TITLE_CHARS, index_string, render_history, serving_template
@@ -121,7 +123,7 @@ class GenRecommender:
                  max_history: int = 20, max_length: int = 512, use_chat_template: bool = True,
                  num_beams: int = DEFAULT_BEAMS, name: str = "", base_model: str = "",
                  run_dir: str | Path | None = None, data_dir: str | Path | None = None,
-                 sequence_format: bool = False, scoring: str = "beam") -> None:
+                 sequence_format: bool = False, scoring: str = "beam", item_head: Any = None) -> None:
         if scoring not in ("beam", "exact"):
             raise ConfigError(f"scoring must be 'beam' or 'exact', got {scoring!r}")
         if len(items) != len(codes):
@@ -143,6 +145,7 @@ class GenRecommender:
         self.sequence_format = sequence_format  # trained on the sequence task: history items follow the prompt
         self.item_ids = seqs  # index token ids per item
         self.item_adapter = find_item_adapter(self.model)
+        self.item_head = item_head  # encoders.item_head.ItemHead fused with the code scores, or None
         vocab = model.get_input_embeddings().weight.shape[0]
         self.trie = ItemTrie.from_sequences(seqs, tokenizer.eos_token_id, max(len(tokenizer), vocab))
         self._by_tokens = {tuple(s): i for i, s in enumerate(seqs)}
@@ -159,7 +162,7 @@ class GenRecommender:
     def from_pretrained(cls, run_dir: str | Path, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, merge: bool = True, *,
                         data_dir: str | Path | None = None, num_beams: int = DEFAULT_BEAMS,
-                        scoring: str = "beam") -> GenRecommender:
+                        scoring: str = "beam", item_head: bool = True) -> GenRecommender:
         """Load a run directory of ``genrec train`` or ``genrec export`` (see the module docstring).
 
         ``device``: default ``cuda`` when available, else ``cpu``. ``dtype``: default the run's
@@ -167,6 +170,9 @@ class GenRecommender:
         ``data_dir``: a dataset directory whose items replace the run's catalog (needed only for
         runs written without ``catalog.jsonl`` whose recorded ``data`` directory has moved).
         ``scoring``: ``"beam"`` (constrained beam search) or ``"exact"`` (every item scored).
+        ``item_head``: fuse the run's item head (``item_head.safetensors``, written by ``genrec
+        head`` or ``training.item_head``) with the code scores when the run has one; ``False``
+        ranks by the codes alone.
         """
         from genrec.encoders.item_adapter import item_table
         from genrec.inference.catalog import load_catalog
@@ -190,11 +196,16 @@ class GenRecommender:
         model = load_run_model(run, cfg, tok, table, device=device, dtype=dtype, merge=merge)
         model.config.pad_token_id = tok.pad_token_id
         log.info("loaded %s (%s on %s, %s): %d items", run, base, device, mode, len(ds.items))
+        head = None
+        if item_head and (run / layout.ITEM_HEAD).is_file():
+            head = load_item_head(run / layout.ITEM_HEAD, model.get_input_embeddings().weight.shape[1],
+                                  len(ds.items)).to(device)
+            log.info("item head fused with the code scores (weight %s, %d extra candidates)", head.weight, head.extra)
         return cls(model, tok, ds.items, codes, max_history=int(tcfg.get("max_history", 20)),
                    max_length=int(tcfg.get("max_length", 512)),
                    use_chat_template=bool(tcfg.get("use_chat_template", True)), num_beams=num_beams,
                    name=run.name, base_model=base, run_dir=run, data_dir=data,
-                   sequence_format=bool((tcfg.get("mix") or {}).get("sequence")), scoring=scoring)
+                   sequence_format=bool((tcfg.get("mix") or {}).get("sequence")), scoring=scoring, item_head=head)
 
     # ----------------------------------------------------------------------------------- lookups
     @property
@@ -346,13 +357,14 @@ class GenRecommender:
             if items is None:
                 raise ConfigError("this model adds history-item embeddings: pass each prompt's items from render()")
             extras = prompt_extras(self.item_adapter, [len(p) for p in prompts], items)
+        head, found = self.item_head, k if self.item_head is None else max(k, num_beams)  # head: re-rank all finds
         with self._lock:
             if self.scoring == "exact":
-                out = exact_search(self.model, prompts, self.trie, k, filters=list(filters),
+                out = exact_search(self.model, prompts, self.trie, found, filters=list(filters),
                                    attributes=self.attributes, prompt_embeds=extras)
             else:
-                out = search(self.model, prompts, num_beams, k, trie=self.trie, filters=list(filters),
-                             attributes=self.attributes, prompt_embeds=extras)
+                out = search(self.model, prompts, max(num_beams, found), found, trie=self.trie,
+                             filters=list(filters), attributes=self.attributes, prompt_embeds=extras)
         scores, items, seqs = out.scores, out.items, out.seqs
         eos = self.trie.eos_id
         results, generated, invalid = [], 0, 0
@@ -369,8 +381,11 @@ class GenRecommender:
                     continue
                 row.append((decoded, float(s)))
             results.append(row)
+        if head is not None:  # code score + weight * head log-prob over the finds and the head's best items
+            with self._lock:
+                results = rerank_found(self.model, prompts, self.trie, results, head, k, list(filters),
+                                       self.attributes, extras)
         return results, {"generated": generated, "invalid": invalid}
-
 
 # --------------------------------------------------------------------------------------- CLI
 def recommendation_table(recs: Sequence[Recommendation]) -> str:
@@ -393,9 +408,9 @@ def main(args: argparse.Namespace) -> int:
             raise RequestError(f"--where is not valid JSON ({e.msg}); e.g. --where '{{\"categories\": \"Comedy\"}}'",
                                "where") from None
     from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()  # stdout may be JSON for a pipe; keep stderr to real messages
-    rec = GenRecommender.from_pretrained(args.model, device=args.device, data_dir=args.data, scoring=args.scoring)
+    rec = GenRecommender.from_pretrained(args.model, device=args.device, data_dir=args.data, scoring=args.scoring,
+                                         item_head=not args.no_item_head)
     recs = rec.recommend(args.history, k=args.k, exclude="history" if args.exclude_history else None,
                          where=where, instruction=args.instruction, num_beams=args.num_beams)
     if args.json:

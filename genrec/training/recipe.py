@@ -162,8 +162,31 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
             cb.logging_dir = str(run_dir / layout.TENSORBOARD)
     trainer.train(resume_from_checkpoint=True if resume else None)
     if trainer.is_world_process_zero():
-        _finalize(cfg, run_dir, trainer, tok, itok, ds, trainable, total)
+        head = item_head(cfg, trainer.model, split, tok, sid, builder.index, codes) if t.item_head else None
+        _finalize(cfg, run_dir, trainer, tok, itok, ds, trainable, total, head)
     return run_dir
+
+
+def item_head(cfg: TrainConfig, model: Any, split: Any, tok: Any, sid: int, index: list[str],
+              codes: list[list[str]]) -> tuple[Any, dict]:
+    """``training.item_head``: the trained model's item head and its fit report
+    (:mod:`genrec.training.item_head`), on ``training.item_head_users`` seeded validation users."""
+    from genrec.data.split import sample_users, subset
+    from genrec.generation import ItemTrie, item_token_ids
+    from genrec.tasks.collate import history_prompt
+    from genrec.training.item_head import fit_for_model
+
+    ids = item_token_ids(codes, tok)
+    trie = ItemTrie.from_sequences(ids, tok.eos_token_id, len(tok))
+
+    def render(history):
+        return history_prompt(tok, sid, history, index, None, ids, cfg.tasks.max_history,
+                              cfg.tasks.max_length - trie.depth, cfg.tasks.use_chat_template, cfg.tasks.sequence_format)
+
+    valid = subset(split.valid, sample_users(len(split.valid), cfg.training.item_head_users, cfg.seed))
+    core = getattr(model, "module", model)
+    return fit_for_model(core, render, trie, split.train, valid.histories, valid.targets, split.num_items,
+                         max_history=cfg.tasks.max_history, num_beams=cfg.training.ranking_beams, seed=cfg.seed)
 
 
 def held_out(cfg: TrainConfig, itok: Any, split: Any) -> tuple[Any, np.ndarray | None]:
@@ -246,7 +269,7 @@ def validation_ranker(cfg: TrainConfig, split: Any, tok: Any, sid: int, index: l
 
 
 def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any, ds: Dataset,
-              trainable: int, total: int) -> None:
+              trainable: int, total: int, head: tuple[Any, dict] | None = None) -> None:
     """Write the final artifacts through a staging directory, the model card last."""
     from genrec.hub import base_record
     from genrec.training.report import loss_curve, model_card
@@ -255,6 +278,11 @@ def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     trainer.model.save_pretrained(stage)
+    if head is not None:
+        from genrec.encoders.item_head import save_item_head
+
+        save_item_head(head[0], stage / layout.ITEM_HEAD, {"data": str(cfg.data), "seed": cfg.seed})
+        write_json(stage / layout.ITEM_HEAD_REPORT, head[1])
     tok.save_pretrained(stage)
     shutil.copytree(itok.path, stage / layout.ITEM_TOKENIZER)
     inputs = checksums([Path(cfg.data) / "items.jsonl", Path(cfg.data) / "sequences.jsonl",

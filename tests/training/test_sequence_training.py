@@ -138,3 +138,37 @@ def test_bad_sequence_settings_name_the_key(tmp_path):
         load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_embeddings=[id]",
                                         "model.item_row_min_count=-1"])
     assert tiny_dataset().num_items == 24
+
+
+def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys):
+    from genrec import run_dir as layout
+    from genrec.cli import main
+    from genrec.encoders.item_head import load_item_head
+    from genrec.errors import DataError
+    from genrec.inference.evaluate import evaluate_run
+    from genrec.inference.recommender import GenRecommender
+
+    run = make_tiny_run(tmp_path, mode="full", overrides=[*SCRATCH, *SEQUENCE, "model.item_embeddings=[id]",
+                                                          "training.item_head=true", "training.item_head_users=8"])
+    report = json.loads((run / layout.ITEM_HEAD_REPORT).read_text())
+    assert report["states"] > 0 and report["weight"] in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+    assert set(report["by_weight"]) == {"0.0", "0.5", "1.0", "2.0", "4.0", "8.0"}
+    rec = GenRecommender.from_pretrained(run)
+    assert rec.item_head is not None and rec.item_head.weight == report["weight"]
+    rec.item_head.weight = 4.0  # let the head matter for the checks below
+    recs = rec.recommend(["m1", "m2", "m3"], k=5, exclude="history")
+    assert len(recs) == 5 and not {"m1", "m2", "m3"} & {r.item_id for r in recs}
+    assert all(r.item_id in rec._by_id for r in recs)
+    data = run.parent.parent / "data"
+    fused = evaluate_run(run, data, max_users=10, seed=0, recommender=rec)
+    assert fused["item_head"] == 4.0 and fused["test"]["invalid_rate"] == 0.0
+    plain = evaluate_run(run, data, max_users=10, seed=0, item_head=False)
+    assert plain["item_head"] is None
+    # `genrec head` refits it on a finished run; a head of another catalog is refused with the fix
+    (run / layout.ITEM_HEAD).unlink()
+    assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress"]) == 0
+    assert "validation NDCG@10" in capsys.readouterr().out
+    hidden = rec.model.get_input_embeddings().weight.shape[1]
+    assert load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items).known.any()
+    with pytest.raises(DataError, match="genrec head --run"):
+        load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items + 1)

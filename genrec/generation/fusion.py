@@ -1,0 +1,120 @@
+"""Ranking with an item head beside the codes: ``log P_codes(item) + w · log P_head(item)``.
+
+A generative recommender scores an item by its index tokens, which generalise (an item is known
+by the company it keeps in each code) but are shared by many items. An item head
+(:mod:`genrec.encoders.item_head`) scores every item from the prompt's final hidden state through
+one row per item, which memorises what the codes cannot: "this item is followed by that one".
+:func:`fused_rerank` ranks the union of the beam's items and the head's top items by the sum of
+both log-probabilities (a product of experts), so the beam still proposes items the head ranks
+low and the head proposes items the beam missed. Each candidate's code score is its teacher-forced
+``log P(item tokens, EOS | prompt)``, the quantity the beam search reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from genrec.generation.beam import NEG_INF, _Stepper
+from genrec.generation.exact import trie_paths
+from genrec.generation.filters import AttributeTable, FilterLike, node_masks
+from genrec.generation.trie import ItemTrie
+
+
+def unique_candidates(cand: torch.Tensor) -> torch.Tensor:
+    """``cand [B, C]`` item indices (``-1``: none) with each row's repeats replaced by ``-1``."""
+    srt, _ = cand.sort(dim=1)
+    dup = torch.zeros_like(srt, dtype=torch.bool)
+    dup[:, 1:] = srt[:, 1:] == srt[:, :-1]
+    return torch.where(dup, torch.full_like(srt, -1), srt)
+
+
+def code_scores(stepper: _Stepper, first: torch.Tensor, trie: ItemTrie, cand: torch.Tensor) -> torch.Tensor:
+    """``[B, C]`` teacher-forced ``log P(item tokens, EOS | prompt)`` of the candidates ``cand [B, C]``
+    (``-inf`` where ``-1``), given a prefilled ``stepper`` and its first-token log-probs ``first [B, V]``."""
+    seqs = trie_paths(trie).item_seqs  # [N, D], EOS included, -1 padded
+    b, c = torch.nonzero(cand >= 0, as_tuple=True)
+    out = torch.full(cand.shape, NEG_INF, device=cand.device)
+    if not len(b):
+        return out
+    tok = seqs[cand[b, c]]  # [R, D]
+    score = first[b, tok[:, 0]]
+    parent = b
+    for level in range(1, tok.shape[1]):
+        if not bool((tok[:, level] >= 0).any()):
+            break
+        fed = torch.where(tok[:, level - 1] >= 0, tok[:, level - 1], torch.full_like(tok[:, 0], trie.eos_id))
+        logp = stepper.step(parent, fed)  # [R, V]
+        live = tok[:, level] >= 0
+        score = score + torch.where(live, logp.gather(1, tok[:, level].clamp(min=0)[:, None])[:, 0], 0.0)
+        parent = torch.arange(len(b), device=cand.device)
+    out[b, c] = score
+    return out
+
+
+def candidates(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, beam_items: torch.Tensor,
+               head: Callable[[torch.Tensor], torch.Tensor], extra: int, *, allowed: torch.Tensor | None = None,
+               prompt_embeds: Sequence[torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(items [B, C], code scores [B, C], head log-probs [B, C])`` of the union of the beam's
+    items ``beam_items [B, K]`` (``-1`` padded) and the head's ``extra`` best items per prompt.
+
+    ``head(states [B, H]) -> [B, N]`` item log-probs from the prompts' final hidden states;
+    ``allowed [B, N]`` bool: the items a request's filter keeps (the head proposes only those).
+    Missing candidates are ``-1`` with score ``-inf``.
+    """
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    try:
+        with torch.inference_mode():
+            stepper = _Stepper(model, prompt_ids, True, prompt_embeds)
+            first, states = stepper.prefill(with_states=True)
+            head_lp = head(states).float()  # [B, N]
+            proposal = head_lp if allowed is None else head_lp.masked_fill(~allowed.to(head_lp.device), NEG_INF)
+            top_s, top_i = proposal.topk(min(extra, proposal.shape[1]), dim=1)
+            top_i = torch.where(top_s > NEG_INF, top_i, torch.full_like(top_i, -1))
+            cand = unique_candidates(torch.cat([beam_items.to(top_i.device), top_i], dim=1))
+            codes = code_scores(stepper, first, trie.to(first.device), cand)
+            at = torch.where(cand >= 0, head_lp.gather(1, cand.clamp(min=0)), torch.full_like(codes, NEG_INF))
+    finally:
+        model.train(was_training)
+    return cand, codes, at
+
+
+def fuse(cand: torch.Tensor, codes: torch.Tensor, head_lp: torch.Tensor, weight: float, k: int
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` ``(scores [B, k], items [B, k])`` of the candidates of :func:`candidates` by
+    ``code score + weight · head log-prob`` (``-inf`` / ``-1`` where fewer exist)."""
+    fused = torch.where(cand >= 0, codes + weight * head_lp, torch.full_like(codes, NEG_INF))
+    scores, order = fused.topk(min(k, fused.shape[1]), dim=1)
+    return scores, torch.where(scores > NEG_INF, cand.gather(1, order), torch.full_like(order, -1))
+
+
+def fused_rerank(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, beam_items: torch.Tensor,
+                 head: Callable[[torch.Tensor], torch.Tensor], weight: float, k: int, extra: int, *,
+                 allowed: torch.Tensor | None = None, prompt_embeds: Sequence[torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`candidates` then :func:`fuse`: the top-``k`` ``(scores [B, k], items [B, k])``."""
+    cand, codes, head_lp = candidates(model, prompt_ids, trie, beam_items, head, extra, allowed=allowed,
+                                      prompt_embeds=prompt_embeds)
+    return fuse(cand, codes, head_lp, weight, k)
+
+
+def rerank_found(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, found: Sequence[Sequence[tuple]],
+                 head: Any, k: int, filters: FilterLike | Sequence[FilterLike] = None,
+                 attributes: AttributeTable | None = None, prompt_embeds: Sequence[torch.Tensor] | None = None
+                 ) -> list[list[tuple[int, float]]]:
+    """:func:`fused_rerank` of a search's results ``found[b] = [(item, score), ...]`` with an
+    :class:`~genrec.encoders.item_head.ItemHead` (its ``weight`` and ``extra``), under the same
+    per-request ``filters``. Returns per prompt ``[(item, fused score), ...]``, best first."""
+    width = max([1, *map(len, found)])
+    beam = torch.full((len(found), width), -1, dtype=torch.long)
+    for b, row in enumerate(found):
+        beam[b, :len(row)] = torch.tensor([int(i) for i, _ in row], dtype=torch.long)
+    masks, rows = node_masks(trie, filters, len(prompt_ids), attributes)
+    allowed = None if masks is None else masks[rows][:, trie.item_leaves()]
+    scores, items = fused_rerank(model, prompt_ids, trie, beam, head, head.weight, k, head.extra, allowed=allowed,
+                                 prompt_embeds=prompt_embeds)
+    return [[(int(i), float(s)) for i, s in zip(ib, sb) if i >= 0] for ib, sb in zip(items.tolist(), scores.tolist())]

@@ -1,0 +1,109 @@
+"""Fitting the item head (:mod:`genrec.encoders.item_head`) of a trained model.
+
+The model is frozen. Each training sequence is rendered once as the served prompt of its
+longest prefix; because a ``sequence``-format prompt of a shorter prefix is a prefix of it, one
+forward gives the final state of every prefix (other formats fall back to one forward per
+prefix). The head is fitted on those states -> next items, selected on validation users by its
+own NDCG@10, and its fusion weight is then chosen on the same users from a small grid by the
+NDCG@10 of the fused ranking; weight 0 (the codes alone) is kept unless a weight beats it by 2%,
+so a head that does not help is not used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from genrec.encoders.item_adapter import find_item_adapter, prompt_extras
+from genrec.encoders.item_head import ItemHead, fit_item_head
+from genrec.generation import ItemTrie, search
+from genrec.generation.fusion import candidates, fuse
+from genrec.metrics import ranking_metrics
+
+log = logging.getLogger(__name__)
+
+Render = Callable[[Sequence[int]], tuple[list[int], tuple[Sequence[int], Sequence[int]]]]
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+MIN_GAIN = 0.02  # a weight > 0 must beat the codes alone by this share of their validation NDCG@10
+
+
+def _forward_states(model: Any, prompt: list[int], items: tuple[Sequence[int], Sequence[int]]) -> torch.Tensor:
+    """``[P, H]`` final hidden states of one prompt (history-item vectors added when the model has them)."""
+    ids = torch.tensor([prompt], device=next(model.parameters()).device)
+    emb = model.get_input_embeddings()(ids)
+    adapter = find_item_adapter(model)
+    if adapter is not None:
+        emb = emb + prompt_extras(adapter, [len(prompt)], [items])[0][None].to(emb.dtype)
+    return model(inputs_embeds=emb, output_hidden_states=True).hidden_states[-1][0].float()
+
+
+def prefix_states(model: Any, render: Render, sequences: Sequence[Sequence[int]], max_history: int,
+                  progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(states [T, H], targets [T])``: for every item after the first of each training sequence
+    (its last ``max_history + 1`` items), the served prompt's final state for the items before it."""
+    xs, ys = [], []
+    with torch.inference_mode():
+        for seq in tqdm(sequences, desc="item head: states", disable=not progress, mininterval=5):
+            seq = [int(i) for i in seq][-(max_history + 1):]
+            if len(seq) < 2:
+                continue
+            full, items = render(seq[:-1])
+            prompts = [render(seq[:t])[0] for t in range(1, len(seq))]
+            if all(full[:len(p)] == p for p in prompts):
+                xs.append(_forward_states(model, full, items)[[len(p) - 1 for p in prompts]])
+            else:
+                xs.append(torch.stack([_forward_states(model, *render(seq[:t]))[-1] for t in range(1, len(seq))]))
+            ys.append(torch.tensor(seq[1:]))
+    if not xs:
+        raise ValueError("no training sequence has two items: nothing to fit an item head on")
+    return torch.cat(xs).cpu(), torch.cat(ys)
+
+
+def choose_weight(model: Any, head: ItemHead, render: Render, trie: ItemTrie, histories: Sequence[Sequence[int]],
+                  targets: np.ndarray, num_beams: int, weights: Sequence[float] = WEIGHTS, batch_size: int = 32
+                  ) -> dict[float, dict[str, float]]:
+    """``{weight: ranking metrics}`` of the fused ranking on validation users, for each weight."""
+    adapter = find_item_adapter(model)
+    ranked = {w: [] for w in weights}
+    for start in range(0, len(histories), batch_size):
+        rendered = [render(h) for h in histories[start:start + batch_size]]
+        prompts = [p for p, _ in rendered]
+        extras = None if adapter is None else prompt_extras(adapter, [len(p) for p in prompts], [i for _, i in rendered])
+        beam = search(model, prompts, num_beams, num_beams, trie=trie, prompt_embeds=extras).items
+        cand, codes, head_lp = candidates(model, prompts, trie, beam, head, head.extra, prompt_embeds=extras)
+        for w in weights:
+            ranked[w].append(fuse(cand, codes, head_lp, w, 20)[1].cpu().numpy())
+    return {w: ranking_metrics(np.concatenate(r), np.asarray(targets), (10, 20)) for w, r in ranked.items()}
+
+
+def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: Sequence[Sequence[int]],
+                  valid_histories: Sequence[Sequence[int]], valid_targets: np.ndarray, num_items: int, *,
+                  max_history: int = 20, num_beams: int = 20, extra: int = 50, seed: int = 0, progress: bool = True
+                  ) -> tuple[ItemHead, dict[str, Any]]:
+    """Fit the head of a trained ``model`` and choose its fusion weight; returns the head and a
+    report (per-epoch history, validation metrics per weight, the chosen weight)."""
+    model.eval()
+    states, targets = prefix_states(model, render, train_sequences, max_history, progress)
+    known = torch.bincount(targets, minlength=num_items) > 0
+    with torch.inference_mode():
+        v_states = torch.stack([_forward_states(model, *render(h))[-1] for h in valid_histories]).cpu()
+    head, history = fit_item_head(states, targets, known, (v_states, torch.as_tensor(valid_targets)), seed=seed,
+                                  log=log.info)
+    head.extra = extra
+    by_weight = choose_weight(model, head, render, trie, valid_histories, valid_targets, num_beams)
+    best = max(by_weight, key=lambda w: (by_weight[w]["ndcg@10"], -w))
+    if 0.0 in by_weight and by_weight[best]["ndcg@10"] < (1 + MIN_GAIN) * by_weight[0.0]["ndcg@10"]:
+        best = 0.0  # within noise of the codes alone: keep the model as it was
+    head.weight = float(best)
+    for w, m in by_weight.items():
+        log.info("item head weight %s: validation recall@10 %.4f ndcg@10 %.4f%s", w, m["recall@10"], m["ndcg@10"],
+                 " (chosen)" if w == best else "")
+    report = {"states": len(states), "known_items": int(known.sum()), "epochs": history, "weight": float(best),
+              "extra": extra, "validation_users": len(valid_targets),
+              "by_weight": {str(w): m for w, m in by_weight.items()}}
+    return head, report

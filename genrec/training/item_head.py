@@ -5,8 +5,8 @@ longest prefix; because a ``sequence``-format prompt of a shorter prefix is a pr
 forward gives the final state of every prefix (other formats fall back to one forward per
 prefix). The head is fitted on those states -> next items, selected on validation users by its
 own NDCG@10, and its fusion weight is then chosen on the same users from a small grid by the
-NDCG@10 of the fused ranking; weight 0 (the codes alone) is kept unless a weight beats it by 2%,
-so a head that does not help is not used.
+NDCG@10 of the fused ranking (weight 0 = the codes alone, so a head that does not help is not
+used; ties go to the smaller weight).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 Render = Callable[[Sequence[int]], tuple[list[int], tuple[Sequence[int], Sequence[int]]]]
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
-MIN_GAIN = 0.02  # a weight > 0 must beat the codes alone by this share of their validation NDCG@10
 
 
 def _forward_states(model: Any, prompt: list[int], items: tuple[Sequence[int], Sequence[int]]) -> torch.Tensor:
@@ -97,8 +96,6 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
     head.extra = extra
     by_weight = choose_weight(model, head, render, trie, valid_histories, valid_targets, num_beams)
     best = max(by_weight, key=lambda w: (by_weight[w]["ndcg@10"], -w))
-    if 0.0 in by_weight and by_weight[best]["ndcg@10"] < (1 + MIN_GAIN) * by_weight[0.0]["ndcg@10"]:
-        best = 0.0  # within noise of the codes alone: keep the model as it was
     head.weight = float(best)
     for w, m in by_weight.items():
         log.info("item head weight %s: validation recall@10 %.4f ndcg@10 %.4f%s", w, m["recall@10"], m["ndcg@10"],

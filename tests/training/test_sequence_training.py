@@ -152,6 +152,7 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
                                                           "training.item_head=true", "training.item_head_users=8"])
     report = json.loads((run / layout.ITEM_HEAD_REPORT).read_text())
     assert report["states"] > 0 and report["weight"] in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+    assert "## Item head" in (run / "README.md").read_text()
     assert set(report["by_weight"]) == {"0.0", "0.5", "1.0", "2.0", "4.0", "8.0"}
     rec = GenRecommender.from_pretrained(run)
     assert rec.item_head is not None and rec.item_head.weight == report["weight"]

@@ -14,6 +14,7 @@ codes alone.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -25,6 +26,8 @@ import torch
 from torch import nn
 
 from genrec.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 class ItemHead(nn.Module):
@@ -136,3 +139,12 @@ def load_item_head(path: str | os.PathLike, hidden: int, num_items: int) -> Item
     head.linear.weight.data.copy_(weight)
     head.linear.bias.data.copy_(tensors["bias"])
     return head.eval()
+
+
+def run_item_head(path: str | os.PathLike, hidden: int, num_items: int, device: Any = "cpu") -> ItemHead | None:
+    """A run's item head on ``device`` (:func:`load_item_head`), or ``None`` when ``path`` does not exist."""
+    if not Path(path).is_file():
+        return None
+    head = load_item_head(path, hidden, num_items).to(device)
+    log.info("item head fused with the code scores (weight %s, %d extra candidates)", head.weight, head.extra)
+    return head

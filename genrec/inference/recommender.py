@@ -22,7 +22,8 @@ the ``seqrec`` task's first phrasing, or for a run trained on the ``sequence`` t
 instruction followed by the history items, each closed by EOS; chat template, summary token;
 a run with history-item embeddings gets them added as in training), decoded by constrained
 beam search over the trie of the catalog (:mod:`genrec.generation`), and scored by
-``log P(item tokens, EOS | prompt)`` (higher is better; results are sorted by it).
+``log P(item tokens, EOS | prompt)`` (+ ``w · log P_head(item)`` with an item head,
+:mod:`genrec.generation.fusion`; higher is better; results are sorted by it).
 
 Request rules:
 
@@ -62,7 +63,7 @@ import torch
 from genrec import run_dir as layout
 from genrec.data.dataset import Dataset, Item
 from genrec.encoders.item_adapter import find_item_adapter, prompt_extras
-from genrec.encoders.item_head import load_item_head
+from genrec.encoders.item_head import run_item_head
 from genrec.errors import ConfigError, DataError, RequestError
 from genrec.generation import AttributeTable, ItemFilter, ItemTrie, exact_search, item_token_ids, search
 from genrec.generation.fusion import rerank_found
@@ -77,7 +78,7 @@ DEFAULT_BEAMS = 20
 
 @dataclass
 class Recommendation:
-    """One recommended item; ``score`` is ``log P(item, EOS | prompt)`` (higher is better)."""
+    """One recommended item; ``score``: ``log P(item, EOS | prompt)`` (+ ``w · log P_head`` with an item head)."""
 
     item_id: str
     title: str
@@ -196,11 +197,8 @@ class GenRecommender:
         model = load_run_model(run, cfg, tok, table, device=device, dtype=dtype, merge=merge)
         model.config.pad_token_id = tok.pad_token_id
         log.info("loaded %s (%s on %s, %s): %d items", run, base, device, mode, len(ds.items))
-        head = None
-        if item_head and (run / layout.ITEM_HEAD).is_file():
-            head = load_item_head(run / layout.ITEM_HEAD, model.get_input_embeddings().weight.shape[1],
-                                  len(ds.items)).to(device)
-            log.info("item head fused with the code scores (weight %s, %d extra candidates)", head.weight, head.extra)
+        head = run_item_head(run / layout.ITEM_HEAD, model.get_input_embeddings().weight.shape[1], len(ds.items),
+                             device) if item_head else None
         return cls(model, tok, ds.items, codes, max_history=int(tcfg.get("max_history", 20)),
                    max_length=int(tcfg.get("max_length", 512)),
                    use_chat_template=bool(tcfg.get("use_chat_template", True)), num_beams=num_beams,
@@ -346,9 +344,8 @@ class GenRecommender:
         :meth:`render`; needed by a model with an item adapter).
 
         Returns ``(results, counts)``: per prompt ``[(item_index, score), ...]`` best first, and
-        ``{"generated", "invalid"}``: the number of finished hypotheses returned, and how many of
-        them decode (token by token) to no catalog item or to another item than the trie leaf
-        (invalid ones are dropped from the results).
+        ``{"generated", "invalid"}``: finished hypotheses returned, and how many decode (token by
+        token) to no catalog item or to another item than the trie leaf (dropped from the results).
         """
         if not prompts:
             return [], {"generated": 0, "invalid": 0}
@@ -386,6 +383,7 @@ class GenRecommender:
                 results = rerank_found(self.model, prompts, self.trie, results, head, k, list(filters),
                                        self.attributes, extras)
         return results, {"generated": generated, "invalid": invalid}
+
 
 # --------------------------------------------------------------------------------------- CLI
 def recommendation_table(recs: Sequence[Recommendation]) -> str:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from genrec.encoders.item_adapter import find_item_adapter, prompt_extras
 from genrec.encoders.item_head import ItemHead, fit_item_head
+from genrec.errors import DataError
 from genrec.generation import ItemTrie, search
 from genrec.generation.fusion import candidates, fuse
 from genrec.metrics import ranking_metrics
@@ -59,7 +60,8 @@ def prefix_states(model: Any, render: Render, sequences: Sequence[Sequence[int]]
                 xs.append(torch.stack([_forward_states(model, *render(seq[:t]))[-1] for t in range(1, len(seq))]))
             ys.append(torch.tensor(seq[1:]))
     if not xs:
-        raise ValueError("no training sequence has two items: nothing to fit an item head on")
+        raise DataError("no training sequence has two items: nothing to fit an item head on; train on a dataset "
+                        "whose users have at least 4 interactions, or set training.item_head: false")
     return torch.cat(xs).cpu(), torch.cat(ys)
 
 

@@ -41,3 +41,4 @@ def test_head_file_round_trips_and_is_checked_against_the_model(tmp_path):
     torch.testing.assert_close(back(x), head(x))
     with pytest.raises(DataError, match="width 16 and its catalog 4 items"):
         load_item_head(path, 16, 4)
+

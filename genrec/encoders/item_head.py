@@ -142,9 +142,13 @@ def load_item_head(path: str | os.PathLike, hidden: int, num_items: int) -> Item
 
 
 def run_item_head(path: str | os.PathLike, hidden: int, num_items: int, device: Any = "cpu") -> ItemHead | None:
-    """A run's item head on ``device`` (:func:`load_item_head`), or ``None`` when ``path`` does not exist."""
+    """A run's item head on ``device`` (:func:`load_item_head`), or ``None`` when ``path`` does not exist
+    or its weight is 0 (validation chose the codes alone)."""
     if not Path(path).is_file():
         return None
     head = load_item_head(path, hidden, num_items).to(device)
+    if head.weight == 0:
+        log.info("item head weight 0 (validation chose the codes alone): ranking by the codes")
+        return None
     log.info("item head fused with the code scores (weight %s, %d extra candidates)", head.weight, head.extra)
     return head

@@ -4,7 +4,14 @@ round-trips through its file and refuses a file of another model or catalog."""
 import pytest
 import torch
 
-from genrec.encoders.item_head import ItemHead, fit_item_head, head_metrics, load_item_head, save_item_head
+from genrec.encoders.item_head import (
+    ItemHead,
+    fit_item_head,
+    head_metrics,
+    load_item_head,
+    run_item_head,
+    save_item_head,
+)
 from genrec.errors import DataError
 
 
@@ -42,3 +49,7 @@ def test_head_file_round_trips_and_is_checked_against_the_model(tmp_path):
     with pytest.raises(DataError, match="width 16 and its catalog 4 items"):
         load_item_head(path, 16, 4)
 
+    assert run_item_head(tmp_path / "missing.safetensors", 8, 4) is None
+    assert run_item_head(path, 8, 4).weight == 2.0
+    save_item_head(ItemHead(8, torch.ones(4, dtype=torch.bool), weight=0.0), path)
+    assert run_item_head(path, 8, 4) is None  # weight 0: validation chose the codes alone

@@ -155,8 +155,12 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     assert "## Item head" in (run / "README.md").read_text()
     assert set(report["by_weight"]) == {"0.0", "0.5", "1.0", "2.0", "4.0", "8.0"}
     rec = GenRecommender.from_pretrained(run)
-    assert rec.item_head is not None and rec.item_head.weight == report["weight"]
-    rec.item_head.weight = 4.0  # let the head matter for the checks below
+    hidden = rec.model.get_input_embeddings().weight.shape[1]
+    head = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)
+    assert head.weight == report["weight"]
+    assert (rec.item_head is None) == (report["weight"] == 0)  # weight 0: the codes alone
+    head.weight = 4.0  # let the head matter for the checks below
+    rec.item_head = head
     recs = rec.recommend(["m1", "m2", "m3"], k=5, exclude="history")
     assert len(recs) == 5 and not {"m1", "m2", "m3"} & {r.item_id for r in recs}
     assert all(r.item_id in rec._by_id for r in recs)
@@ -169,7 +173,6 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     (run / layout.ITEM_HEAD).unlink()
     assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress"]) == 0
     assert "validation NDCG@10" in capsys.readouterr().out
-    hidden = rec.model.get_input_embeddings().weight.shape[1]
     assert load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items).known.any()
     with pytest.raises(DataError, match="genrec head --run"):
         load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items + 1)

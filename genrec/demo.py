@@ -11,8 +11,7 @@ Stages, each cached under ``--out`` so a second run skips what is already there:
 4. train the genrec recommender that fits a CPU: a small LLaMA-architecture model from scratch
    on the ``sequence`` task with a compact vocabulary (``recipes/train_ml100k_tiny.yaml``,
    ``--tiny-epochs`` epochs, best checkpoint by validation NDCG@10), distilling the SASRec
-   baseline's item distribution at every index token, then fitting its item head (per-item
-   scores fused with the code scores at decoding);
+   baseline's item distribution at every index token;
 5. QLoRA-fine-tune SmolLM2-135M on the same task (``recipes/train_ml100k.yaml``, bounded by
    ``--train-steps``; without the teacher: in 16 steps it scored lower with it);
 6. evaluate both with constrained beam search on seeded subsets of test users (``--eval-users``
@@ -111,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
               f"out_dir={tok_dir.parent}", f"name={tok_dir.name}", *DEMO_TOKEN_OVERRIDES,
               f"behavior.embeddings={base_dirs['sasrec'] / 'item_embeddings.npy'}"])
     common = [f"data={data_dir}", f"tokenizer={tok_dir}", f"output_dir={tiny_dir.parent}"]
-    if _stage(f"4/6 genrec recommender: small LLaMA from scratch, {args.tiny_epochs} epochs, then its item head",
+    if _stage(f"4/6 genrec recommender: small LLaMA from scratch, {args.tiny_epochs} epochs",
               layout.is_finished(tiny_dir), start):
         _run(["train", "--config", str(_recipe("train_ml100k_tiny.yaml")), *common, f"name={tiny_dir.name}",
               f"training.epochs={args.tiny_epochs}", *_distill(base_dirs["sasrec"])])

@@ -172,17 +172,9 @@ def item_head(cfg: TrainConfig, model: Any, split: Any, tok: Any, sid: int, inde
     """``training.item_head``: the trained model's item head and its fit report
     (:mod:`genrec.training.item_head`), on ``training.item_head_users`` seeded validation users."""
     from genrec.data.split import sample_users, subset
-    from genrec.generation import ItemTrie, item_token_ids
-    from genrec.tasks.collate import history_prompt
     from genrec.training.item_head import fit_for_model
 
-    ids = item_token_ids(codes, tok)
-    trie = ItemTrie.from_sequences(ids, tok.eos_token_id, len(tok))
-
-    def render(history):
-        return history_prompt(tok, sid, history, index, None, ids, cfg.tasks.max_history,
-                              cfg.tasks.max_length - trie.depth, cfg.tasks.use_chat_template, cfg.tasks.sequence_format)
-
+    render, trie = serving_renderer(cfg, tok, sid, index, codes)
     valid = subset(split.valid, sample_users(len(split.valid), cfg.training.item_head_users, cfg.seed))
     core = getattr(model, "module", model)
     return fit_for_model(core, render, trie, split.train, valid.histories, valid.targets, split.num_items,
@@ -246,26 +238,34 @@ def _vocabulary_texts(examples: list[Any]) -> tuple[list[str], list[str]]:
     return always, [t for ex in examples for t in (ex.prompt, ex.response)]
 
 
+def serving_renderer(cfg: TrainConfig, tok: Any, sid: int, index: list[str], codes: list[list[str]]) -> tuple[Any, Any]:
+    """``(render, trie)``: ``render(history) -> (prompt ids, (positions, items))``, the serving prompt of
+    a history (:func:`genrec.tasks.collate.history_prompt`), and the catalog trie."""
+    from genrec.generation import ItemTrie, item_token_ids
+    from genrec.tasks.collate import history_prompt
+
+    ids = item_token_ids(codes, tok)
+    trie = ItemTrie.from_sequences(ids, tok.eos_token_id, len(tok))
+
+    def render(history: Any) -> Any:
+        return history_prompt(tok, sid, history, index, None, ids, cfg.tasks.max_history,
+                              cfg.tasks.max_length - trie.depth, cfg.tasks.use_chat_template, cfg.tasks.sequence_format)
+
+    return render, trie
+
+
 def validation_ranker(cfg: TrainConfig, split: Any, tok: Any, sid: int, index: list[str],
                       codes: list[list[str]]) -> Any:
     """The ranker of ``training.select_by``: ``training.ranking_users`` seeded validation users, their
-    serving prompts (:func:`genrec.tasks.collate.history_prompt`) and the catalog trie."""
-    from genrec.generation import ItemTrie, item_token_ids
-    from genrec.tasks.collate import history_prompt
+    serving prompts (:func:`serving_renderer`) and the catalog trie."""
     from genrec.training.ranking import ValidationRanker
 
     rng = np.random.default_rng(cfg.seed + 1)
     users = np.sort(rng.permutation(len(split.valid))[: cfg.training.ranking_users])
-    ids = item_token_ids(codes, tok)
-    trie = ItemTrie.from_sequences(ids, tok.eos_token_id, len(tok))
-    prompts, items = [], []
-    for u in users:
-        p, at = history_prompt(tok, sid, split.valid.histories[u], index, None, ids, cfg.tasks.max_history,
-                               cfg.tasks.max_length - trie.depth, cfg.tasks.use_chat_template,
-                               cfg.tasks.sequence_format)
-        prompts.append(p)
-        items.append(at)
-    return ValidationRanker(prompts, split.valid.targets[users], trie, cfg.training.ranking_beams, items)
+    render, trie = serving_renderer(cfg, tok, sid, index, codes)
+    rendered = [render(split.valid.histories[u]) for u in users]
+    return ValidationRanker([p for p, _ in rendered], split.valid.targets[users], trie, cfg.training.ranking_beams,
+                            [at for _, at in rendered])
 
 
 def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any, ds: Dataset,

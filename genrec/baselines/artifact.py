@@ -22,7 +22,7 @@ from genrec.data.dataset import Dataset
 from genrec.data.split import hold_out_items, leave_one_out, recorded_holdout, subset
 from genrec.encoders.sasrec import SASRec, SASRecConfig, evaluate_sasrec
 from genrec.errors import DataError
-from genrec.io import read_json
+from genrec.io import atomic_file, read_json
 from genrec.metrics import METRIC_KEYS
 
 METRICS = "metrics.json"
@@ -51,10 +51,8 @@ def read_provenance(baseline_dir: str | Path) -> dict:
 
 def save_checkpoint(model: SASRec, cfg: SASRecConfig, path: str | os.PathLike) -> None:
     """Write weights plus what :func:`load_sasrec` needs to rebuild the model (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"state_dict": model.state_dict(), "num_items": model.num_items, "config": to_dict(cfg)}, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), "num_items": model.num_items, "config": to_dict(cfg)}, tmp)
 
 
 def load_sasrec(path: str | os.PathLike) -> tuple[SASRec, SASRecConfig]:

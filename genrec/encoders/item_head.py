@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from genrec.errors import DataError
+from genrec.io import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +111,8 @@ def save_item_head(head: ItemHead, path: str | os.PathLike, meta: dict[str, Any]
     tensors = {"weight": head.linear.weight.detach().contiguous().cpu(),
                "bias": head.linear.bias.detach().contiguous().cpu(), "known": head.known.to(torch.uint8).cpu()}
     info = {"weight": head.weight, "extra": head.extra, **(meta or {})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         save_file(tensors, tmp, metadata={"genrec_item_head": json.dumps(info)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

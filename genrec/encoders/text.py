@@ -28,8 +28,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +41,7 @@ from tqdm.auto import tqdm
 from genrec.data.dataset import TEXT_FIELDS, Item
 from genrec.errors import ConfigError, DataError
 from genrec.hub import ModelSource, as_dtype, load_causal_lm, load_encoder, resolve_model
-from genrec.io import write_json
+from genrec.io import atomic_file, write_json
 from genrec.registry import cache_dir as genrec_cache_dir
 from genrec.runtime import Ranks, resolve_device, torch_threads
 
@@ -373,15 +371,8 @@ class EmbeddingCache:
             self._merge(shards)
 
     def _write(self, path: Path, keys: np.ndarray, vectors: np.ndarray) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".shard-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, keys=keys, vectors=vectors)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, keys=keys, vectors=vectors)
 
     def _merge(self, shards: list[Path]) -> None:
         rows: dict[str, np.ndarray] = {}

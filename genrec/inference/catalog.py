@@ -14,8 +14,6 @@ come from, first match wins:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 from genrec import run_dir as layout
 from genrec.data.dataset import Item
 from genrec.errors import DataError
+from genrec.io import atomic_file
 
 ITEMS = "items.jsonl"  # a dataset directory's item table (genrec.data.dataset)
 
@@ -53,15 +52,8 @@ def read_catalog(path: str | Path) -> list[Item]:
 
 def write_catalog(items: Iterable[Item], path: str | Path) -> None:
     """Write ``items`` as a catalog file atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(asdict(it), ensure_ascii=False) + "\n" for it in items)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(asdict(it), ensure_ascii=False) + "\n" for it in items)
 
 
 def load_catalog(run: str | Path, cfg: Mapping[str, Any], data_dir: str | Path | None = None

@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from genrec.io import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,9 @@ def load_or_mine(path: Path, key: str, mine: Callable[[], list[dict[str, Any]]])
                 return rows
         log.info("%s was mined with other settings or another model; mining again", path)
     rows = mine()
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(json.dumps({"key": key}) + "\n")
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(tmp, path)
     return rows
 
 

@@ -205,11 +205,10 @@ def head_main(args: argparse.Namespace) -> int:
     import torch
 
     from genrec import run_dir as layout
-    from genrec.data.dataset import Dataset
-    from genrec.data.split import hold_out_items, leave_one_out, sample_users, subset
+    from genrec.data.split import sample_users, subset
     from genrec.encoders.item_head import save_item_head
-    from genrec.errors import ConfigError, DataError
-    from genrec.inference.evaluate import run_holdout
+    from genrec.errors import ConfigError
+    from genrec.inference.evaluate import served_split
     from genrec.inference.recommender import GenRecommender
     from genrec.io import write_json
     from genrec.runtime import set_threads
@@ -220,13 +219,7 @@ def head_main(args: argparse.Namespace) -> int:
         raise ConfigError("--users must be >= 0, --num-beams >= 1 and --extra >= 0")
     torch.manual_seed(args.seed)
     rec = GenRecommender.from_pretrained(args.run, device="cpu", data_dir=args.data, item_head=False)
-    ds = Dataset.load(args.data)
-    if [it.item_id for it in ds.items] != [it.item_id for it in rec.items]:
-        raise DataError(f"the items of {args.data} differ from the run's catalog; pass the dataset it was trained on")
-    split = leave_one_out(ds, rec.max_history)
-    holdout = run_holdout(rec.run_dir)
-    if holdout[0]:  # training never saw the held-out items: neither does the head
-        split, _ = hold_out_items(split, *holdout)
+    _, split, _, _ = served_split(rec, args.data)  # training never saw held-out items: neither does the head
     valid = subset(split.valid, sample_users(len(split.valid), args.users or None, args.seed))
     head, report = fit_for_model(rec.model, rec.render, rec.trie, split.train, valid.histories, valid.targets,
                                  rec.num_items, max_history=rec.max_history, num_beams=args.num_beams,

@@ -5,7 +5,8 @@ dataset's ``items.jsonl``, one item per line in item-index order, with the ids, 
 attributes the request filters read), so serving needs no dataset directory. Where the items
 come from, first match wins:
 
-1. a dataset directory given explicitly (``--data DIR``, ``data_dir=``): its ``items.jsonl``;
+1. a dataset directory given explicitly (``--data DIR``, ``data_dir=``): its ``items.jsonl``
+   (refused when its item ids are not the run's ``catalog.jsonl`` ids in the same order);
 2. the run's ``catalog.jsonl``;
 3. the dataset directory recorded in the run's ``config.yaml`` (``data``), for runs written
    before the catalog travelled with them.
@@ -70,7 +71,14 @@ def load_catalog(run: str | Path, cfg: Mapping[str, Any], data_dir: str | Path |
         if not (data / ITEMS).is_file():
             raise DataError(f"dataset directory {data} given as data_dir does not exist or holds no {ITEMS}; pass "
                             "the dataset the model was trained on with --data DIR (Python: data_dir=DIR)")
-        return read_catalog(data / ITEMS), data
+        items = read_catalog(data / ITEMS)
+        if (run / layout.CATALOG).is_file():
+            own = [it.item_id for it in read_catalog(run / layout.CATALOG)]
+            if [it.item_id for it in items] != own:
+                raise DataError(f"the items of {data / ITEMS} differ from the catalog the run was trained on "
+                                f"({run / layout.CATALOG}: {len(own)} items, in item-index order); pass the dataset "
+                                "the model was trained on, or leave out --data to serve the run's own catalog")
+        return items, data
     if (run / layout.CATALOG).is_file():
         return read_catalog(run / layout.CATALOG), recorded if recorded and recorded.is_dir() else None
     if recorded is None or not (recorded / ITEMS).is_file():

@@ -44,7 +44,15 @@ from tqdm.auto import tqdm
 
 from genrec import run_dir as layout
 from genrec.data.dataset import Dataset
-from genrec.data.split import EvalSet, hold_out_items, leave_one_out, recorded_holdout, sample_users, subset
+from genrec.data.split import (
+    EvalSet,
+    Split,
+    hold_out_items,
+    leave_one_out,
+    recorded_holdout,
+    sample_users,
+    subset,
+)
 from genrec.errors import ConfigError, DataError
 from genrec.io import atomic_dir, checksums, provenance, sha256_file, write_json
 from genrec.metrics import DEFAULT_KS, METRIC_KEYS, ranking_metrics, top1_share
@@ -87,15 +95,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     ranks = Ranks()
     rec = recommender or GenRecommender.from_pretrained(run_dir, device=resolve_device("auto"), data_dir=data_dir,
                                                         scoring=scoring, item_head=item_head)
-    ds = Dataset.load(data_dir)
-    if [it.item_id for it in ds.items] != [it.item_id for it in rec.items]:
-        raise DataError(f"the items of {data_dir} differ from the catalog the run was loaded with; evaluate on the "
-                        "dataset the model was trained on")
-    full = leave_one_out(ds, rec.max_history)
-    holdout = run_holdout(rec.run_dir or run_dir)
-    cold = None
-    if holdout[0]:  # the run's cold-start protocol: histories without the held-out items
-        full, cold = hold_out_items(full, *holdout)
+    ds, full, holdout, cold = served_split(rec, data_dir, run_dir)
     evalset = getattr(full, split)
     users = sample_users(len(evalset), max_users, seed)
     data = subset(evalset, users)
@@ -187,6 +187,24 @@ def _filter(history: np.ndarray | None, allow: np.ndarray | None) -> Any:
     if seen is None and allow is None:
         return None
     return ItemFilter(exclude=seen, allow=None if allow is None else allow.tolist())  # lists: filters test truthiness
+
+
+def served_split(rec: Any, data_dir: str | Path, run_dir: str | Path | None = None
+                 ) -> tuple[Dataset, Split, tuple[float, int], np.ndarray | None]:
+    """``(dataset, leave-one-out split, (cold_items, cold_seed), held-out mask [N] or None)`` of the
+    dataset at ``data_dir`` as the loaded run ``rec`` sees it: under the run's cold-start protocol the
+    held-out items leave the histories. Raises :class:`DataError` when the dataset's items are not
+    the run's catalog."""
+    ds = Dataset.load(data_dir)
+    if [it.item_id for it in ds.items] != [it.item_id for it in rec.items]:
+        raise DataError(f"the items of {data_dir} differ from the catalog the run was loaded with; pass the "
+                        "dataset the model was trained on")
+    split = leave_one_out(ds, rec.max_history)
+    holdout = run_holdout(rec.run_dir or run_dir)
+    cold = None
+    if holdout[0]:  # the run's cold-start protocol: histories without the held-out items
+        split, cold = hold_out_items(split, *holdout)
+    return ds, split, holdout, cold
 
 
 def run_holdout(run_dir: str | Path) -> tuple[float, int]:

@@ -1,6 +1,7 @@
 """evaluate_run / `genrec evaluate`: metrics under the baselines' protocol, artifacts, user subsets."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -87,6 +88,21 @@ def test_cli_evaluate_and_errors(tiny_run, data_dir, pop_dir, tmp_path, capsys):
                 str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "head"])
+def test_dataset_with_other_items_is_refused(tiny_run, data_dir, tmp_path, capsys, command):
+    other = tmp_path / "other"
+    shutil.copytree(data_dir, other)
+    lines = (other / "items.jsonl").read_text().splitlines()
+    (other / "items.jsonl").write_text("\n".join(lines[1:] + lines[:1]) + "\n")  # same items, another order
+    args = (["evaluate", "--model", str(tiny_run), "--out", str(tmp_path / "x")] if command == "evaluate"
+            else ["head", "--run", str(tiny_run)])
+    before = sorted(p.name for p in tiny_run.iterdir())
+    assert cli([*args, "--data", str(other), "--no-progress", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "differ from the catalog the run was trained on" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists() and sorted(p.name for p in tiny_run.iterdir()) == before
 
 
 def test_exact_scoring_ranks_every_item_and_agrees_with_wide_beams(tiny_run, data_dir, tmp_path):

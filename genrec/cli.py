@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-beams", type=int, default=20, help="beam width the weight is chosen with (default 20)")
     p.add_argument("--extra", type=int, default=50, help="head's best items added to the beam's (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit and of the validation users (default 0)")
+    p.add_argument("--no-transitions", action="store_true",
+                   help="leave out the transition counts of the training sequences (the rows alone)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler="genrec.cli:head_main")
@@ -223,7 +225,8 @@ def head_main(args: argparse.Namespace) -> int:
     valid = subset(split.valid, sample_users(len(split.valid), args.users or None, args.seed))
     head, report = fit_for_model(rec.model, rec.render, rec.trie, split.train, valid.histories, valid.targets,
                                  rec.num_items, max_history=rec.max_history, num_beams=args.num_beams,
-                                 extra=args.extra, seed=args.seed, progress=not args.no_progress)
+                                 extra=args.extra, seed=args.seed, progress=not args.no_progress,
+                                 transitions=not args.no_transitions)
     run = rec.run_dir
     save_item_head(head, run / layout.ITEM_HEAD, {"data": str(args.data), "seed": args.seed})
     write_json(run / layout.ITEM_HEAD_REPORT, report)

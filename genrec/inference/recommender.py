@@ -331,17 +331,19 @@ class GenRecommender:
         for beams, members in groups.items():
             k = max(prepared[j].k for j in members)
             ranked, _ = self.search([prepared[j].prompt for j in members], [prepared[j].filter for j in members],
-                                    k, beams, [prepared[j].items for j in members])
+                                    k, beams, [prepared[j].items for j in members],
+                                    [int(prepared[j].history[-1]) for j in members])
             for j, res in zip(members, ranked):
                 out[j] = [Recommendation(self.items[i].item_id, self.items[i].display, s)
                           for i, s in res[:prepared[j].k]]
         return out
 
     def search(self, prompts: Sequence[Sequence[int]], filters: Sequence[ItemFilter | None], k: int,
-               num_beams: int, items: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None
-               ) -> tuple[list[list[tuple[int, float]]], dict[str, int]]:
+               num_beams: int, items: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None,
+               last: Sequence[int] | None = None) -> tuple[list[list[tuple[int, float]]], dict[str, int]]:
         """Constrained beam search over the catalog trie (``items``: per prompt, the second part of
-        :meth:`render`; needed by a model with an item adapter).
+        :meth:`render`; needed by a model with an item adapter; ``last``: each history's last item,
+        for the item head's transition term).
 
         Returns ``(results, counts)``: per prompt ``[(item_index, score), ...]`` best first, and
         ``{"generated", "invalid"}``: finished hypotheses returned, and how many decode (token by
@@ -381,7 +383,7 @@ class GenRecommender:
         if head is not None:  # code score + weight * head log-prob over the finds and the head's best items
             with self._lock:
                 results = rerank_found(self.model, prompts, self.trie, results, head, k, list(filters),
-                                       self.attributes, extras)
+                                       self.attributes, extras, last)
         return results, {"generated": generated, "invalid": invalid}
 
 

@@ -165,6 +165,7 @@ class TrainingConfig:
     item_head: bool = False  # after training, fit the item head (per-item scores fused with the codes at
     # decoding; `genrec head` does the same for a finished run)
     item_head_users: int = 2048  # validation users that select the item head's epoch and fusion weight
+    item_head_transitions: bool = True  # the head adds the training sequences' item -> item transition counts
     report_to: str = "none"  # experiment tracker: none | tensorboard (event files in RUN/tensorboard) | wandb |
     # mlflow; passed to TrainingArguments(report_to=...); train_log.jsonl is written either way
 

@@ -178,7 +178,8 @@ def item_head(cfg: TrainConfig, model: Any, split: Any, tok: Any, sid: int, inde
     valid = subset(split.valid, sample_users(len(split.valid), cfg.training.item_head_users, cfg.seed))
     core = getattr(model, "module", model)
     return fit_for_model(core, render, trie, split.train, valid.histories, valid.targets, split.num_items,
-                         max_history=cfg.tasks.max_history, num_beams=cfg.training.ranking_beams, seed=cfg.seed)
+                         max_history=cfg.tasks.max_history, num_beams=cfg.training.ranking_beams, seed=cfg.seed,
+                         transitions=cfg.training.item_head_transitions)
 
 
 def held_out(cfg: TrainConfig, itok: Any, split: Any) -> tuple[Any, np.ndarray | None]:

@@ -6,6 +6,7 @@ import torch
 
 from genrec.encoders.item_head import (
     ItemHead,
+    Transitions,
     fit_item_head,
     head_metrics,
     load_item_head,
@@ -53,3 +54,46 @@ def test_head_file_round_trips_and_is_checked_against_the_model(tmp_path):
     assert run_item_head(path, 8, 4).weight == 2.0
     save_item_head(ItemHead(8, torch.ones(4, dtype=torch.bool), weight=0.0), path)
     assert run_item_head(path, 8, 4) is None  # weight 0: validation chose the codes alone
+
+
+def test_transitions_count_consecutive_pairs_and_give_dense_rows():
+    table = Transitions.count([[0, 1, 2, 1, 2], [3, 1, 2], [4]], num_items=5)
+    assert len(table) == 4  # (0,1) (1,2) (2,1) (3,1)
+    rows = table.rows(torch.tensor([1, 4, -1, 3]))
+    expect = torch.zeros(4, 5)
+    expect[0, 2] = torch.log1p(torch.tensor(3.0))  # 1 -> 2 three times
+    expect[3, 1] = torch.log1p(torch.tensor(1.0))
+    torch.testing.assert_close(rows, expect)  # item 4 has no successor; -1 (no history) gives zeros
+
+
+def test_head_with_transitions_learns_what_the_states_cannot_tell_and_round_trips(tmp_path):
+    """Next item = successor of the last item; the states are noise: only the transition term can rank."""
+    g = torch.Generator().manual_seed(0)
+    n_items, succ = 10, torch.tensor([3, 5, 7, 9, 1, 0, 2, 4, 6, 8])
+    seqs = []
+    for _ in range(200):
+        s = [int(torch.randint(0, n_items, (1,), generator=g))]
+        for _ in range(5):
+            s.append(int(succ[s[-1]]) if torch.rand(1, generator=g) < 0.8 else int(torch.randint(0, n_items, (1,),
+                                                                                                 generator=g)))
+        seqs.append(s)
+    last = torch.tensor([x for s in seqs for x in s[:-1]])
+    targets = torch.tensor([x for s in seqs for x in s[1:]])
+    states = torch.randn(len(targets), 8, generator=g)
+    table = Transitions.count(seqs, n_items)
+    known = torch.ones(n_items, dtype=torch.bool)
+    v_last = torch.arange(n_items)
+    valid = (torch.randn(n_items, 8, generator=g), succ)
+    plain, _ = fit_item_head(states, targets, known, valid, epochs=10, patience=10, lr=0.05, batch_size=64)
+    head, history = fit_item_head(states, targets, known, valid, epochs=10, patience=10, lr=0.05, batch_size=64,
+                                  transitions=table, lasts=(last, v_last))
+    assert head_metrics(head(valid[0], v_last), succ, k=1)[0] == 1.0
+    assert head_metrics(plain(valid[0]), succ, k=1)[0] < 0.5
+    assert history[-1]["beta"] > 0
+    path = save_item_head(head, tmp_path / "item_head.safetensors")
+    back = load_item_head(path, 8, n_items)
+    torch.testing.assert_close(back(valid[0], v_last), head(valid[0], v_last))
+    torch.testing.assert_close(back(valid[0]), head(valid[0]))  # no last item: the rows alone
+    with pytest.raises(DataError, match="transitions of 10 items"):
+        save_item_head(ItemHead(8, torch.ones(11, dtype=torch.bool), transitions=table), path)
+        load_item_head(path, 8, 11)

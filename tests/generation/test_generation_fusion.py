@@ -14,7 +14,7 @@ class FixedHead:
     def __init__(self, logp: torch.Tensor, weight: float = 1.0, extra: int = 5) -> None:
         self.logp, self.weight, self.extra = logp, weight, extra
 
-    def __call__(self, states: torch.Tensor) -> torch.Tensor:
+    def __call__(self, states: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         assert states.ndim == 2  # [B, H] final hidden states of the prompts
         return self.logp.expand(len(states), -1)
 

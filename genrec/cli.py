@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-beams", type=int, default=20, help="beam width the weight is chosen with (default 20)")
     p.add_argument("--extra", type=int, default=50, help="head's best items added to the beam's (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit and of the validation users (default 0)")
-    p.add_argument("--no-transitions", action="store_true",
-                   help="leave out the transition counts of the training sequences (the rows alone)")
+    p.add_argument("--transitions", type=int, default=3,
+                   help="transition counts from the history's last N items (gaps 1..N) beside the rows (default 3; "
+                        "0: the rows alone)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler="genrec.cli:head_main")
@@ -217,8 +218,8 @@ def head_main(args: argparse.Namespace) -> int:
     from genrec.training.item_head import fit_for_model
 
     set_threads(args.threads)
-    if args.users < 0 or args.num_beams < 1 or args.extra < 0:
-        raise ConfigError("--users must be >= 0, --num-beams >= 1 and --extra >= 0")
+    if args.users < 0 or args.num_beams < 1 or args.extra < 0 or args.transitions < 0:
+        raise ConfigError("--users must be >= 0, --num-beams >= 1, --extra >= 0 and --transitions >= 0")
     torch.manual_seed(args.seed)
     rec = GenRecommender.from_pretrained(args.run, device="cpu", data_dir=args.data, item_head=False)
     _, split, _, _ = served_split(rec, args.data)  # training never saw held-out items: neither does the head
@@ -226,7 +227,7 @@ def head_main(args: argparse.Namespace) -> int:
     head, report = fit_for_model(rec.model, rec.render, rec.trie, split.train, valid.histories, valid.targets,
                                  rec.num_items, max_history=rec.max_history, num_beams=args.num_beams,
                                  extra=args.extra, seed=args.seed, progress=not args.no_progress,
-                                 transitions=not args.no_transitions)
+                                 transitions=args.transitions)
     run = rec.run_dir
     save_item_head(head, run / layout.ITEM_HEAD, {"data": str(args.data), "seed": args.seed})
     write_json(run / layout.ITEM_HEAD_REPORT, report)

@@ -23,6 +23,15 @@ from genrec.generation.filters import AttributeTable, FilterLike, node_masks
 from genrec.generation.trie import ItemTrie
 
 
+def recent_items(histories: Sequence[Sequence[int]], k: int) -> torch.Tensor:
+    """``[B, k]`` each history's last ``k`` items, most recent first (``-1`` where shorter)."""
+    out = torch.full((len(histories), k), -1, dtype=torch.long)
+    for b, h in enumerate(histories):
+        tail = [int(i) for i in h][-k:][::-1] if k else []
+        out[b, :len(tail)] = torch.tensor(tail, dtype=torch.long)
+    return out
+
+
 def unique_candidates(cand: torch.Tensor) -> torch.Tensor:
     """``cand [B, C]`` item indices (``-1``: none) with each row's repeats replaced by ``-1``."""
     srt, _ = cand.sort(dim=1)
@@ -105,18 +114,18 @@ def fused_rerank(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie
 def rerank_found(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, found: Sequence[Sequence[tuple]],
                  head: Any, k: int, filters: FilterLike | Sequence[FilterLike] = None,
                  attributes: AttributeTable | None = None, prompt_embeds: Sequence[torch.Tensor] | None = None,
-                 last: Sequence[int] | None = None) -> list[list[tuple[int, float]]]:
+                 histories: Sequence[Sequence[int]] | None = None) -> list[list[tuple[int, float]]]:
     """:func:`fused_rerank` of a search's results ``found[b] = [(item, score), ...]`` with an
     :class:`~genrec.encoders.item_head.ItemHead` (its ``weight`` and ``extra``), under the same
-    per-request ``filters``; ``last``: each prompt's last history item (the head's transition
-    term; ``None`` leaves it out). Returns per prompt ``[(item, fused score), ...]``, best first."""
+    per-request ``filters``; ``histories``: each prompt's history items, most recent last (for
+    the head's transition term; ``None`` leaves it out). Returns per prompt ``[(item, fused score), ...]``, best first."""
     width = max([1, *map(len, found)])
     beam = torch.full((len(found), width), -1, dtype=torch.long)
     for b, row in enumerate(found):
         beam[b, :len(row)] = torch.tensor([int(i) for i, _ in row], dtype=torch.long)
     masks, rows = node_masks(trie, filters, len(prompt_ids), attributes)
     allowed = None if masks is None else masks[rows][:, trie.item_leaves()]
-    last_t = None if last is None else torch.as_tensor(list(last), dtype=torch.long)
-    scores, items = fused_rerank(model, prompt_ids, trie, beam, lambda states: head(states, last_t), head.weight, k,
+    recent = None if histories is None else recent_items(histories, head.orders)
+    scores, items = fused_rerank(model, prompt_ids, trie, beam, lambda states: head(states, recent), head.weight, k,
                                  head.extra, allowed=allowed, prompt_embeds=prompt_embeds)
     return [[(int(i), float(s)) for i, s in zip(ib, sb) if i >= 0] for ib, sb in zip(items.tolist(), scores.tolist())]

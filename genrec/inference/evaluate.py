@@ -158,7 +158,7 @@ def _rank(rec: Any, data: EvalSet, num_beams: int, batch_size: int, exclude_hist
         rendered = [rec.render(h) for h in hist]
         prompts, places = [r[0] for r in rendered], [r[1] for r in rendered]
         filters = [_filter(h if exclude_history else None, allow) for h in hist]
-        results, counts = rec.search(prompts, filters, k, max(num_beams, k), places, [int(h[-1]) for h in hist])
+        results, counts = rec.search(prompts, filters, k, max(num_beams, k), places, hist)
         generated += counts["generated"]
         invalid += counts["invalid"]
         for j, row in enumerate(results):

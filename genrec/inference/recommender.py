@@ -332,7 +332,7 @@ class GenRecommender:
             k = max(prepared[j].k for j in members)
             ranked, _ = self.search([prepared[j].prompt for j in members], [prepared[j].filter for j in members],
                                     k, beams, [prepared[j].items for j in members],
-                                    [int(prepared[j].history[-1]) for j in members])
+                                    [prepared[j].history for j in members])
             for j, res in zip(members, ranked):
                 out[j] = [Recommendation(self.items[i].item_id, self.items[i].display, s)
                           for i, s in res[:prepared[j].k]]
@@ -340,9 +340,9 @@ class GenRecommender:
 
     def search(self, prompts: Sequence[Sequence[int]], filters: Sequence[ItemFilter | None], k: int,
                num_beams: int, items: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None,
-               last: Sequence[int] | None = None) -> tuple[list[list[tuple[int, float]]], dict[str, int]]:
+               histories: Sequence[Sequence[int]] | None = None) -> tuple[list[list[tuple[int, float]]], dict[str, int]]:
         """Constrained beam search over the catalog trie (``items``: per prompt, the second part of
-        :meth:`render`; needed by a model with an item adapter; ``last``: each history's last item,
+        :meth:`render`; needed by a model with an item adapter; ``histories``: the item indices,
         for the item head's transition term).
 
         Returns ``(results, counts)``: per prompt ``[(item_index, score), ...]`` best first, and
@@ -383,7 +383,7 @@ class GenRecommender:
         if head is not None:  # code score + weight * head log-prob over the finds and the head's best items
             with self._lock:
                 results = rerank_found(self.model, prompts, self.trie, results, head, k, list(filters),
-                                       self.attributes, extras, last)
+                                       self.attributes, extras, histories)
         return results, {"generated": generated, "invalid": invalid}
 
 

@@ -165,7 +165,7 @@ class TrainingConfig:
     item_head: bool = False  # after training, fit the item head (per-item scores fused with the codes at
     # decoding; `genrec head` does the same for a finished run)
     item_head_users: int = 2048  # validation users that select the item head's epoch and fusion weight
-    item_head_transitions: bool = True  # the head adds the training sequences' item -> item transition counts
+    item_head_transitions: int = 3  # the head adds item -> item transition counts from the history's last N items
     report_to: str = "none"  # experiment tracker: none | tensorboard (event files in RUN/tensorboard) | wandb |
     # mlflow; passed to TrainingArguments(report_to=...); train_log.jsonl is written either way
 
@@ -175,6 +175,8 @@ class TrainingConfig:
         if self.ranking_users < 1 or self.ranking_beams < 20:
             raise ValueError("training.ranking_users must be >= 1 and training.ranking_beams >= 20 (the ranking "
                              f"reads the top 20); got {self.ranking_users} and {self.ranking_beams}")
+        if self.item_head_transitions < 0:
+            raise ValueError(f"training.item_head_transitions must be >= 0, got {self.item_head_transitions}")
         if self.item_head_users < 1:
             raise ValueError(f"training.item_head_users must be >= 1, got {self.item_head_users}")
         check_report_to(self.report_to, "training.report_to")

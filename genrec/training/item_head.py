@@ -23,7 +23,7 @@ from genrec.encoders.item_adapter import find_item_adapter, prompt_extras
 from genrec.encoders.item_head import ItemHead, Transitions, fit_item_head
 from genrec.errors import DataError
 from genrec.generation import ItemTrie, search
-from genrec.generation.fusion import candidates, fuse
+from genrec.generation.fusion import candidates, fuse, recent_items
 from genrec.metrics import ranking_metrics
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,11 @@ def _forward_states(model: Any, prompt: list[int], items: tuple[Sequence[int], S
 
 
 def prefix_states(model: Any, render: Render, sequences: Sequence[Sequence[int]], max_history: int,
-                  progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(states [T, H], targets [T], last items [T])``: for every item after the first of each
-    training sequence (its last ``max_history + 1`` items), the served prompt's final state for the
-    items before it, and the last of those items."""
+                  progress: bool = True, recent: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(states [T, H], targets [T], recent items [T, recent])``: for every item after the first
+    of each training sequence (its last ``max_history + 1`` items), the served prompt's final state
+    for the items before it, and the last ``recent`` of those items (most recent first, ``-1``
+    padded)."""
     xs, ys, ls = [], [], []
     with torch.inference_mode():
         for seq in tqdm(sequences, desc="item head: states", disable=not progress, mininterval=5):
@@ -60,7 +61,7 @@ def prefix_states(model: Any, render: Render, sequences: Sequence[Sequence[int]]
             else:
                 xs.append(torch.stack([_forward_states(model, *render(seq[:t]))[-1] for t in range(1, len(seq))]))
             ys.append(torch.tensor(seq[1:]))
-            ls.append(torch.tensor(seq[:-1]))
+            ls.append(recent_items([seq[:t] for t in range(1, len(seq))], recent))
     if not xs:
         raise DataError("no training sequence has two items: nothing to fit an item head on; train on a dataset "
                         "whose users have at least 4 interactions, or set training.item_head: false")
@@ -78,8 +79,8 @@ def choose_weight(model: Any, head: ItemHead, render: Render, trie: ItemTrie, hi
         prompts = [p for p, _ in rendered]
         extras = None if adapter is None else prompt_extras(adapter, [len(p) for p in prompts], [i for _, i in rendered])
         beam = search(model, prompts, num_beams, num_beams, trie=trie, prompt_embeds=extras).items
-        last = torch.tensor([int(h[-1]) for h in histories[start:start + batch_size]])
-        cand, codes, head_lp = candidates(model, prompts, trie, beam, lambda x, last=last: head(x, last), head.extra,
+        recent = recent_items(histories[start:start + batch_size], head.orders)
+        cand, codes, head_lp = candidates(model, prompts, trie, beam, lambda x, r=recent: head(x, r), head.extra,
                                           prompt_embeds=extras)
         for w in weights:
             ranked[w].append(fuse(cand, codes, head_lp, w, 20)[1].cpu().numpy())
@@ -89,19 +90,20 @@ def choose_weight(model: Any, head: ItemHead, render: Render, trie: ItemTrie, hi
 def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: Sequence[Sequence[int]],
                   valid_histories: Sequence[Sequence[int]], valid_targets: np.ndarray, num_items: int, *,
                   max_history: int = 20, num_beams: int = 20, extra: int = 50, seed: int = 0, progress: bool = True,
-                  transitions: bool = True) -> tuple[ItemHead, dict[str, Any]]:
+                  transitions: int = 3) -> tuple[ItemHead, dict[str, Any]]:
     """Fit the head of a trained ``model`` and choose its fusion weight; returns the head and a
     report (per-epoch history, validation metrics per weight, the chosen weight). ``transitions``:
-    add the transition counts of ``train_sequences`` to the head (:class:`Transitions`)."""
+    add the transition counts of ``train_sequences`` from the history's last that many items
+    (:class:`Transitions`, gaps 1..``transitions``; 0: the rows alone)."""
     model.eval()
-    states, targets, lasts = prefix_states(model, render, train_sequences, max_history, progress)
+    states, targets, recent = prefix_states(model, render, train_sequences, max_history, progress, transitions)
     known = torch.bincount(targets, minlength=num_items) > 0
     with torch.inference_mode():
         v_states = torch.stack([_forward_states(model, *render(h))[-1] for h in valid_histories]).cpu()
-    table = Transitions.count(train_sequences, num_items) if transitions else None
-    v_last = torch.tensor([int(h[-1]) for h in valid_histories])
+    tables = [Transitions.count(train_sequences, num_items, gap) for gap in range(1, transitions + 1)]
     head, history = fit_item_head(states, targets, known, (v_states, torch.as_tensor(valid_targets)), seed=seed,
-                                  transitions=table, lasts=(lasts, v_last), log=log.info)
+                                  transitions=tables, recent=(recent, recent_items(valid_histories, transitions)),
+                                  log=log.info)
     head.extra = extra
     by_weight = choose_weight(model, head, render, trie, valid_histories, valid_targets, num_beams)
     best = max(by_weight, key=lambda w: (by_weight[w]["ndcg@10"], -w))
@@ -110,8 +112,7 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
         log.info("item head weight %s: validation recall@10 %.4f ndcg@10 %.4f%s", w, m["recall@10"], m["ndcg@10"],
                  " (chosen)" if w == best else "")
     report = {"states": len(states), "known_items": int(known.sum()), "epochs": history, "weight": float(best),
-              "transitions": 0 if table is None else len(table),
-              "transition_weight": None if table is None else float(head.beta.detach()),
+              "transitions": [len(t) for t in tables], "transition_weights": head.beta.detach().tolist(),
               "extra": extra, "validation_users": len(valid_targets),
               "by_weight": {str(w): m for w, m in by_weight.items()}}
     return head, report

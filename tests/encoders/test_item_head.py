@@ -14,6 +14,7 @@ from genrec.encoders.item_head import (
     save_item_head,
 )
 from genrec.errors import DataError
+from genrec.generation.fusion import recent_items
 
 
 def _task(n_items=12, hidden=16, n=600, seed=0):
@@ -57,43 +58,50 @@ def test_head_file_round_trips_and_is_checked_against_the_model(tmp_path):
 
 
 def test_transitions_count_consecutive_pairs_and_give_dense_rows():
-    table = Transitions.count([[0, 1, 2, 1, 2], [3, 1, 2], [4]], num_items=5)
+    seqs = [[0, 1, 2, 1, 2], [3, 1, 2], [4]]
+    table = Transitions.count(seqs, num_items=5)
     assert len(table) == 4  # (0,1) (1,2) (2,1) (3,1)
     rows = table.rows(torch.tensor([1, 4, -1, 3]))
     expect = torch.zeros(4, 5)
     expect[0, 2] = torch.log1p(torch.tensor(3.0))  # 1 -> 2 three times
     expect[3, 1] = torch.log1p(torch.tensor(1.0))
     torch.testing.assert_close(rows, expect)  # item 4 has no successor; -1 (no history) gives zeros
+    skip = Transitions.count(seqs, num_items=5, gap=2)  # (0,2) (1,1) (2,2) (3,2)
+    assert len(skip) == 4 and skip.gap == 2
+    assert skip.rows(torch.tensor([3]))[0].tolist() == [0, 0, float(torch.log1p(torch.tensor(1.0))), 0, 0]
+    assert recent_items([[5, 6, 7], [8], []], 2).tolist() == [[7, 6], [8, -1], [-1, -1]]
 
 
 def test_head_with_transitions_learns_what_the_states_cannot_tell_and_round_trips(tmp_path):
-    """Next item = successor of the last item; the states are noise: only the transition term can rank."""
+    """Next item = successor of the item two back; the states are noise: only the gap-2 term can rank."""
     g = torch.Generator().manual_seed(0)
     n_items, succ = 10, torch.tensor([3, 5, 7, 9, 1, 0, 2, 4, 6, 8])
     seqs = []
     for _ in range(200):
-        s = [int(torch.randint(0, n_items, (1,), generator=g))]
+        s = torch.randint(0, n_items, (2,), generator=g).tolist()
         for _ in range(5):
-            s.append(int(succ[s[-1]]) if torch.rand(1, generator=g) < 0.8 else int(torch.randint(0, n_items, (1,),
+            s.append(int(succ[s[-2]]) if torch.rand(1, generator=g) < 0.8 else int(torch.randint(0, n_items, (1,),
                                                                                                  generator=g)))
         seqs.append(s)
-    last = torch.tensor([x for s in seqs for x in s[:-1]])
+    prefixes = [s[:t] for s in seqs for t in range(1, len(s))]
     targets = torch.tensor([x for s in seqs for x in s[1:]])
     states = torch.randn(len(targets), 8, generator=g)
-    table = Transitions.count(seqs, n_items)
+    tables = [Transitions.count(seqs, n_items, gap) for gap in (1, 2)]
     known = torch.ones(n_items, dtype=torch.bool)
-    v_last = torch.arange(n_items)
+    v_hist = [[int(torch.randint(0, n_items, (1,), generator=g)), i, 0] for i in range(n_items)]
     valid = (torch.randn(n_items, 8, generator=g), succ)
+    recent = (recent_items(prefixes, 2), recent_items(v_hist, 2))
     plain, _ = fit_item_head(states, targets, known, valid, epochs=10, patience=10, lr=0.05, batch_size=64)
     head, history = fit_item_head(states, targets, known, valid, epochs=10, patience=10, lr=0.05, batch_size=64,
-                                  transitions=table, lasts=(last, v_last))
-    assert head_metrics(head(valid[0], v_last), succ, k=1)[0] == 1.0
+                                  transitions=tables, recent=recent)
+    assert head_metrics(head(valid[0], recent[1]), succ, k=1)[0] == 1.0
     assert head_metrics(plain(valid[0]), succ, k=1)[0] < 0.5
-    assert history[-1]["beta"] > 0
+    assert head.orders == 2 and history[-1]["beta"][1] > history[-1]["beta"][0]  # the gap that predicts weighs more
     path = save_item_head(head, tmp_path / "item_head.safetensors")
     back = load_item_head(path, 8, n_items)
-    torch.testing.assert_close(back(valid[0], v_last), head(valid[0], v_last))
-    torch.testing.assert_close(back(valid[0]), head(valid[0]))  # no last item: the rows alone
+    assert [t.gap for t in back.transitions] == [1, 2]
+    torch.testing.assert_close(back(valid[0], recent[1]), head(valid[0], recent[1]))
+    torch.testing.assert_close(back(valid[0]), head(valid[0]))  # no history given: the rows alone
+    save_item_head(ItemHead(8, torch.ones(11, dtype=torch.bool), transitions=tables), path)
     with pytest.raises(DataError, match="transitions of 10 items"):
-        save_item_head(ItemHead(8, torch.ones(11, dtype=torch.bool), transitions=table), path)
         load_item_head(path, 8, 11)

@@ -24,8 +24,9 @@ def test_prefix_states_give_each_next_item_its_prompt_state_and_last_item():
     model = Model()
     model.emb.weight.data = torch.arange(100.0)[:, None]
     render = lambda h: ([50, *h], ([], []))
-    states, targets, lasts = prefix_states(model, render, [[1, 2, 3], [7], [4, 5]], max_history=20, progress=False)
-    assert targets.tolist() == [2, 3, 5] and lasts.tolist() == [1, 2, 4]
+    states, targets, recent = prefix_states(model, render, [[1, 2, 3], [7], [4, 5]], max_history=20, progress=False,
+                                            recent=2)
+    assert targets.tolist() == [2, 3, 5] and recent.tolist() == [[1, -1], [2, 1], [4, -1]]
     assert states[:, 0].tolist() == [1.0, 2.0, 4.0]
 
 

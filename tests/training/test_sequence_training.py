@@ -159,18 +159,19 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     head = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)
     assert head.weight == report["weight"]
     assert (rec.item_head is None) == (report["weight"] == 0)  # weight 0: the codes alone
-    assert report["transitions"] == len(head.transitions) > 0
+    assert report["transitions"] == [len(t) for t in head.transitions] and head.orders == 3
+    assert len(head.transitions[0]) > 0
     head.weight = 4.0  # let the head matter for the checks below
     rec.item_head = head
     recs = rec.recommend(["m1", "m2", "m3"], k=5, exclude="history")
     assert len(recs) == 5 and not {"m1", "m2", "m3"} & {r.item_id for r in recs}
     assert all(r.item_id in rec._by_id for r in recs)
     # the request's last item reaches the transition term: with it dominant, its most frequent successor leads
-    src = int(head.transitions.indptr.diff().argmax())  # the item with the most distinct successors
-    follows = head.transitions.rows(torch.tensor([src]))[0]
+    src = int(head.transitions[0].indptr.diff().argmax())  # the item with the most distinct successors
+    follows = head.transitions[0].rows(torch.tensor([src]))[0]
     follows[src] = 0
     assert follows.max() > 0
-    head.beta.data.fill_(100.0)
+    head.beta.data.copy_(torch.tensor([100.0, 0.0, 0.0]))
     top = rec.recommend([rec.items[src].item_id], k=1, exclude="history")[0].item_id
     assert follows[rec._by_id[top]] == follows.max()
     data = run.parent.parent / "data"
@@ -184,7 +185,7 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     assert "validation NDCG@10" in capsys.readouterr().out
     assert load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items).known.any()
     assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
-                 "--no-transitions"]) == 0
-    assert load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items).transitions is None
+                 "--transitions", "0"]) == 0
+    assert load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items).transitions == []
     with pytest.raises(DataError, match="genrec head --run"):
         load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items + 1)

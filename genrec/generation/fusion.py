@@ -40,9 +40,13 @@ def unique_candidates(cand: torch.Tensor) -> torch.Tensor:
     return torch.where(dup, torch.full_like(srt, -1), srt)
 
 
-def code_scores(stepper: _Stepper, first: torch.Tensor, trie: ItemTrie, cand: torch.Tensor) -> torch.Tensor:
+def code_scores(stepper: _Stepper, first: torch.Tensor, trie: ItemTrie, cand: torch.Tensor,
+                need: torch.Tensor | None = None) -> torch.Tensor:
     """``[B, C]`` teacher-forced ``log P(item tokens, EOS | prompt)`` of the candidates ``cand [B, C]``
-    (``-inf`` where ``-1``), given a prefilled ``stepper`` and its first-token log-probs ``first [B, V]``."""
+    (``-inf`` where ``-1``), given a prefilled ``stepper`` and its first-token log-probs ``first [B, V]``.
+    Candidates of one prompt that share a token prefix share its model row (one step per distinct
+    prefix and level, not per candidate). ``need [B, C]``: a candidate whose partial score falls
+    below it is dropped (``-inf``) without its later steps — partial scores only fall."""
     seqs = trie_paths(trie).item_seqs  # [N, D], EOS included, -1 padded
     b, c = torch.nonzero(cand >= 0, as_tuple=True)
     out = torch.full(cand.shape, NEG_INF, device=cand.device)
@@ -50,29 +54,38 @@ def code_scores(stepper: _Stepper, first: torch.Tensor, trie: ItemTrie, cand: to
         return out
     tok = seqs[cand[b, c]]  # [R, D]
     score = first[b, tok[:, 0]]
-    parent = b
+    floor = None if need is None else need[b, c]
+    alive = torch.ones_like(b, dtype=torch.bool) if floor is None else score >= floor
+    row = b  # each candidate's stepper row: its prompt before the first step
     for level in range(1, tok.shape[1]):
-        if not bool((tok[:, level] >= 0).any()):
+        live = torch.nonzero((tok[:, level] >= 0) & alive, as_tuple=True)[0]
+        if not len(live):
             break
-        fed = torch.where(tok[:, level - 1] >= 0, tok[:, level - 1], torch.full_like(tok[:, 0], trie.eos_id))
-        logp = stepper.step(parent, fed)  # [R, V]
-        live = tok[:, level] >= 0
-        score = score + torch.where(live, logp.gather(1, tok[:, level].clamp(min=0)[:, None])[:, 0], 0.0)
-        parent = torch.arange(len(b), device=cand.device)
-    out[b, c] = score
+        prefix, inv = torch.unique(torch.cat([b[live, None], tok[live, :level]], dim=1), dim=0, return_inverse=True)
+        parent = torch.zeros(len(prefix), dtype=torch.long, device=cand.device).scatter_(0, inv, row[live])
+        logp = stepper.step(parent, prefix[:, -1])  # [U, V]: one row per distinct (prompt, prefix)
+        score[live] += logp[inv, tok[live, level]]
+        row = torch.zeros_like(b).index_copy_(0, live, inv)
+        if floor is not None:
+            alive &= score >= floor
+    out[b, c] = torch.where(alive, score, NEG_INF)
     return out
 
 
 def candidates(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, beam_items: torch.Tensor,
                head: Callable[[torch.Tensor], torch.Tensor], extra: int, *, allowed: torch.Tensor | None = None,
-               prompt_embeds: Sequence[torch.Tensor] | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               prompt_embeds: Sequence[torch.Tensor] | None = None, beam_scores: torch.Tensor | None = None,
+               top: tuple[float, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(items [B, C], code scores [B, C], head log-probs [B, C])`` of the union of the beam's
     items ``beam_items [B, K]`` (``-1`` padded) and the head's ``extra`` best items per prompt.
 
     ``head(states [B, H]) -> [B, N]`` item log-probs from the prompts' final hidden states;
     ``allowed [B, N]`` bool: the items a request's filter keeps (the head proposes only those).
-    Missing candidates are ``-1`` with score ``-inf``.
+    ``beam_scores [B, K]``: the search's ``log P(item, EOS | prompt)`` of the beam's items, which
+    then are not scored again (only the head's other proposals are teacher-forced).
+    ``top = (weight, k)`` with ``beam_scores``: only the fused top ``k`` at that weight is wanted,
+    so a proposal whose partial score can no longer beat the ``k``-th best beam find is dropped
+    (``-inf``; the top ``k`` is unchanged). Missing candidates are ``-1`` with score ``-inf``.
     """
     was_training = bool(getattr(model, "training", False))
     model.eval()
@@ -84,8 +97,21 @@ def candidates(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, 
             proposal = head_lp if allowed is None else head_lp.masked_fill(~allowed.to(head_lp.device), NEG_INF)
             top_s, top_i = proposal.topk(min(extra, proposal.shape[1]), dim=1)
             top_i = torch.where(top_s > NEG_INF, top_i, torch.full_like(top_i, -1))
-            cand = unique_candidates(torch.cat([beam_items.to(top_i.device), top_i], dim=1))
-            codes = code_scores(stepper, first, trie.to(first.device), cand)
+            beam_items = beam_items.to(top_i.device)
+            cand = unique_candidates(torch.cat([beam_items, top_i], dim=1))
+            if beam_scores is None:
+                codes = code_scores(stepper, first, trie.to(first.device), cand)
+            else:  # [B, C, K] match of each candidate against the beam's finds
+                match = (cand[:, :, None] == beam_items[:, None, :]) & (cand[:, :, None] >= 0)
+                found = match.any(-1)
+                known = torch.where(match, beam_scores.to(first.device)[:, None, :].float(), NEG_INF).amax(-1)
+                at = torch.where(cand >= 0, head_lp.gather(1, cand.clamp(min=0)), NEG_INF)
+                need = None
+                if top is not None and top[1] <= found.shape[1]:  # the k-th best fused find: the bar to clear
+                    bar = torch.where(found, known + top[0] * at, NEG_INF).topk(top[1], dim=1).values[:, -1:]
+                    need = bar - top[0] * at - 1e-4  # the margin keeps float rounding from dropping a tie
+                rest = code_scores(stepper, first, trie.to(first.device), cand.masked_fill(found, -1), need)
+                codes = torch.where(found, known, rest)
             at = torch.where(cand >= 0, head_lp.gather(1, cand.clamp(min=0)), torch.full_like(codes, NEG_INF))
     finally:
         model.train(was_training)
@@ -103,11 +129,11 @@ def fuse(cand: torch.Tensor, codes: torch.Tensor, head_lp: torch.Tensor, weight:
 
 def fused_rerank(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, beam_items: torch.Tensor,
                  head: Callable[[torch.Tensor], torch.Tensor], weight: float, k: int, extra: int, *,
-                 allowed: torch.Tensor | None = None, prompt_embeds: Sequence[torch.Tensor] | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 allowed: torch.Tensor | None = None, prompt_embeds: Sequence[torch.Tensor] | None = None,
+                 beam_scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`candidates` then :func:`fuse`: the top-``k`` ``(scores [B, k], items [B, k])``."""
     cand, codes, head_lp = candidates(model, prompt_ids, trie, beam_items, head, extra, allowed=allowed,
-                                      prompt_embeds=prompt_embeds)
+                                      prompt_embeds=prompt_embeds, beam_scores=beam_scores, top=(weight, k))
     return fuse(cand, codes, head_lp, weight, k)
 
 
@@ -121,11 +147,13 @@ def rerank_found(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie
     the head's transition term; ``None`` leaves it out). Returns per prompt ``[(item, fused score), ...]``, best first."""
     width = max([1, *map(len, found)])
     beam = torch.full((len(found), width), -1, dtype=torch.long)
+    beam_scores = torch.full((len(found), width), NEG_INF)
     for b, row in enumerate(found):
         beam[b, :len(row)] = torch.tensor([int(i) for i, _ in row], dtype=torch.long)
+        beam_scores[b, :len(row)] = torch.tensor([float(s) for _, s in row])
     masks, rows = node_masks(trie, filters, len(prompt_ids), attributes)
     allowed = None if masks is None else masks[rows][:, trie.item_leaves()]
     recent = None if histories is None else recent_items(histories, head.orders)
     scores, items = fused_rerank(model, prompt_ids, trie, beam, lambda states: head(states, recent), head.weight, k,
-                                 head.extra, allowed=allowed, prompt_embeds=prompt_embeds)
+                                 head.extra, allowed=allowed, prompt_embeds=prompt_embeds, beam_scores=beam_scores)
     return [[(int(i), float(s)) for i, s in zip(ib, sb) if i >= 0] for ib, sb in zip(items.tolist(), scores.tolist())]

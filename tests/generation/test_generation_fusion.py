@@ -1,6 +1,7 @@
 """Fusing an item head with the code scores: candidate scores equal the beam's, the union of
 beam and head candidates is ranked by the fused score, filters bind the head too."""
 
+import pytest
 import torch
 
 from genrec.generation import ItemFilter, fused_rerank, search
@@ -43,6 +44,36 @@ def test_candidate_code_scores_are_the_teacher_forced_item_scores(catalog):
     torch.testing.assert_close(head_lp[ok], head.logp[cand[ok]])
     for b in range(len(catalog.prompts)):  # every beam find is a candidate
         assert set(beam.items[b].tolist()) - {-1} <= set(cand[b].tolist())
+
+
+def test_beam_scores_are_reused_and_equal_the_teacher_forced_ones(catalog):
+    n = len(catalog.seqs)
+    beam = search(catalog.model, catalog.prompts, 6, 6, trie=catalog.trie)
+    head = FixedHead(torch.log_softmax(torch.randn(n, generator=torch.Generator().manual_seed(1)), 0))
+    cand, codes, head_lp = candidates(catalog.model, catalog.prompts, catalog.trie, beam.items, head, 7)
+    again = candidates(catalog.model, catalog.prompts, catalog.trie, beam.items, head, 7, beam_scores=beam.scores)
+    assert torch.equal(again[0], cand) and torch.equal(again[2], head_lp)
+    torch.testing.assert_close(again[1], codes, atol=1e-4, rtol=0)
+    poisoned = candidates(catalog.model, catalog.prompts, catalog.trie, beam.items, head, 7,
+                          beam_scores=torch.full_like(beam.scores, -123.0))  # proof that the finds are not rescored
+    in_beam = (cand[:, :, None] == beam.items[:, None, :]).any(-1) & (cand >= 0)
+    assert bool((poisoned[1][in_beam] == -123.0).all()) and bool(in_beam.any())
+    torch.testing.assert_close(poisoned[1][~in_beam & (cand >= 0)], codes[~in_beam & (cand >= 0)])
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 2.0, 8.0])
+def test_dropping_hopeless_proposals_keeps_the_fused_top_k(catalog, weight):
+    n = len(catalog.seqs)
+    beam = search(catalog.model, catalog.prompts, 6, 6, trie=catalog.trie)
+    head = FixedHead(torch.log_softmax(2 * torch.randn(n, generator=torch.Generator().manual_seed(2)), 0))
+    full = fuse(*candidates(catalog.model, catalog.prompts, catalog.trie, beam.items, head, 9), weight, 4)
+    pruned = fused_rerank(catalog.model, catalog.prompts, catalog.trie, beam.items, head, weight, 4, 9,
+                          beam_scores=beam.scores)
+    assert torch.equal(pruned[1], full[1])
+    torch.testing.assert_close(pruned[0], full[0], atol=1e-4, rtol=0)
+    cand, codes, _ = candidates(catalog.model, catalog.prompts, catalog.trie, beam.items, head, 9,
+                                beam_scores=beam.scores, top=(weight, 1))
+    assert bool(((codes == float("-inf")) & (cand >= 0)).any())  # some proposals were dropped unscored
 
 
 def test_weight_zero_keeps_the_beam_order_and_a_heavy_head_decides(catalog):

@@ -29,7 +29,7 @@ from genrec.metrics import ranking_metrics
 log = logging.getLogger(__name__)
 
 Render = Callable[[Sequence[int]], tuple[list[int], tuple[Sequence[int], Sequence[int]]]]
-WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 def _forward_states(model: Any, prompt: list[int], items: tuple[Sequence[int], Sequence[int]]) -> torch.Tensor:

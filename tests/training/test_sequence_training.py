@@ -151,9 +151,9 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     run = make_tiny_run(tmp_path, mode="full", overrides=[*SCRATCH, *SEQUENCE, "model.item_embeddings=[id]",
                                                           "training.item_head=true", "training.item_head_users=8"])
     report = json.loads((run / layout.ITEM_HEAD_REPORT).read_text())
-    assert report["states"] > 0 and report["weight"] in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+    assert report["states"] > 0 and report["weight"] in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     assert "## Item head" in (run / "README.md").read_text()
-    assert set(report["by_weight"]) == {"0.0", "0.5", "1.0", "2.0", "4.0", "8.0"}
+    assert set(report["by_weight"]) == {"0.0", "0.5", "1.0", "2.0", "4.0", "8.0", "16.0"}
     rec = GenRecommender.from_pretrained(run)
     hidden = rec.model.get_input_embeddings().weight.shape[1]
     head = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)

@@ -75,7 +75,7 @@ def code_scores(stepper: _Stepper, first: torch.Tensor, trie: ItemTrie, cand: to
 def candidates(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, beam_items: torch.Tensor,
                head: Callable[[torch.Tensor], torch.Tensor], extra: int, *, allowed: torch.Tensor | None = None,
                prompt_embeds: Sequence[torch.Tensor] | None = None, beam_scores: torch.Tensor | None = None,
-               top: tuple[float, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               top: Sequence[tuple[float, int]] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(items [B, C], code scores [B, C], head log-probs [B, C])`` of the union of the beam's
     items ``beam_items [B, K]`` (``-1`` padded) and the head's ``extra`` best items per prompt.
 
@@ -83,9 +83,10 @@ def candidates(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, 
     ``allowed [B, N]`` bool: the items a request's filter keeps (the head proposes only those).
     ``beam_scores [B, K]``: the search's ``log P(item, EOS | prompt)`` of the beam's items, which
     then are not scored again (only the head's other proposals are teacher-forced).
-    ``top = (weight, k)`` with ``beam_scores``: only the fused top ``k`` at that weight is wanted,
-    so a proposal whose partial score can no longer beat the ``k``-th best beam find is dropped
-    (``-inf``; the top ``k`` is unchanged). Missing candidates are ``-1`` with score ``-inf``.
+    ``top = [(weight, k), ...]`` with ``beam_scores``: only the fused top ``k`` at those weights
+    is wanted, so a proposal whose partial score can no longer beat the ``k``-th best beam find at
+    any of them is dropped (``-inf``; each top ``k`` is unchanged). Missing candidates are ``-1``
+    with score ``-inf``.
     """
     was_training = bool(getattr(model, "training", False))
     model.eval()
@@ -107,9 +108,13 @@ def candidates(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, 
                 known = torch.where(match, beam_scores.to(first.device)[:, None, :].float(), NEG_INF).amax(-1)
                 at = torch.where(cand >= 0, head_lp.gather(1, cand.clamp(min=0)), NEG_INF)
                 need = None
-                if top is not None and top[1] <= found.shape[1]:  # the k-th best fused find: the bar to clear
-                    bar = torch.where(found, known + top[0] * at, NEG_INF).topk(top[1], dim=1).values[:, -1:]
-                    need = bar - top[0] * at - 1e-4  # the margin keeps float rounding from dropping a tie
+                for w, k in top:  # the k-th best fused find is the bar to clear; the lowest bar decides
+                    if k > found.shape[1]:
+                        need = None
+                        break
+                    bar = torch.where(found, known + w * at, NEG_INF).topk(k, dim=1).values[:, -1:]
+                    low = bar - w * at - 1e-4  # the margin keeps float rounding from dropping a tie
+                    need = low if need is None else torch.minimum(need, low)
                 rest = code_scores(stepper, first, trie.to(first.device), cand.masked_fill(found, -1), need)
                 codes = torch.where(found, known, rest)
             at = torch.where(cand >= 0, head_lp.gather(1, cand.clamp(min=0)), torch.full_like(codes, NEG_INF))
@@ -133,7 +138,7 @@ def fused_rerank(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie
                  beam_scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`candidates` then :func:`fuse`: the top-``k`` ``(scores [B, k], items [B, k])``."""
     cand, codes, head_lp = candidates(model, prompt_ids, trie, beam_items, head, extra, allowed=allowed,
-                                      prompt_embeds=prompt_embeds, beam_scores=beam_scores, top=(weight, k))
+                                      prompt_embeds=prompt_embeds, beam_scores=beam_scores, top=[(weight, k)])
     return fuse(cand, codes, head_lp, weight, k)
 
 

@@ -78,10 +78,10 @@ def choose_weight(model: Any, head: ItemHead, render: Render, trie: ItemTrie, hi
         rendered = [render(h) for h in histories[start:start + batch_size]]
         prompts = [p for p, _ in rendered]
         extras = None if adapter is None else prompt_extras(adapter, [len(p) for p in prompts], [i for _, i in rendered])
-        beam = search(model, prompts, num_beams, num_beams, trie=trie, prompt_embeds=extras).items
+        beam = search(model, prompts, num_beams, num_beams, trie=trie, prompt_embeds=extras)
         recent = recent_items(histories[start:start + batch_size], head.orders)
-        cand, codes, head_lp = candidates(model, prompts, trie, beam, lambda x, r=recent: head(x, r), head.extra,
-                                          prompt_embeds=extras)
+        cand, codes, head_lp = candidates(model, prompts, trie, beam.items, lambda x, r=recent: head(x, r), head.extra,
+                                          prompt_embeds=extras, beam_scores=beam.scores, top=[(w, 20) for w in weights])
         for w in weights:
             ranked[w].append(fuse(cand, codes, head_lp, w, 20)[1].cpu().numpy())
     return {w: ranking_metrics(np.concatenate(r), np.asarray(targets), (10, 20)) for w, r in ranked.items()}

@@ -72,8 +72,20 @@ def test_dropping_hopeless_proposals_keeps_the_fused_top_k(catalog, weight):
     assert torch.equal(pruned[1], full[1])
     torch.testing.assert_close(pruned[0], full[0], atol=1e-4, rtol=0)
     cand, codes, _ = candidates(catalog.model, catalog.prompts, catalog.trie, beam.items, head, 9,
-                                beam_scores=beam.scores, top=(weight, 1))
+                                beam_scores=beam.scores, top=[(weight, 1)])
     assert bool(((codes == float("-inf")) & (cand >= 0)).any())  # some proposals were dropped unscored
+
+
+def test_one_pass_keeps_the_fused_top_k_of_every_weight(catalog):
+    n = len(catalog.seqs)
+    beam = search(catalog.model, catalog.prompts, 6, 6, trie=catalog.trie)
+    head = FixedHead(torch.log_softmax(2 * torch.randn(n, generator=torch.Generator().manual_seed(3)), 0))
+    weights = (0.0, 1.0, 4.0)
+    full = candidates(catalog.model, catalog.prompts, catalog.trie, beam.items, head, 9)
+    pruned = candidates(catalog.model, catalog.prompts, catalog.trie, beam.items, head, 9, beam_scores=beam.scores,
+                        top=[(w, 4) for w in weights])
+    for w in weights:
+        assert torch.equal(fuse(*pruned, w, 4)[1], fuse(*full, w, 4)[1])
 
 
 def test_weight_zero_keeps_the_beam_order_and_a_heavy_head_decides(catalog):

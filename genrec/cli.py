@@ -189,14 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the end-to-end demo on the embedded default")
     p.add_argument("--out", default="runs/demo", help="output directory (stages found complete there are reused)")
-    p.add_argument("--train-steps", type=int, default=12, help="QLoRA optimizer steps (default 12: the demo budget)")
+    p.add_argument("--train-steps", type=int, default=10, help="QLoRA optimizer steps (default 10: the demo budget)")
     p.add_argument("--tiny-epochs", type=float, default=3,
                    help="epochs of the small genrec model trained from scratch (default 3)")
     p.add_argument("--eval-users", type=int, default=500,
                    help="seeded random test users for the small model's evaluation (default 500; baselines "
                         "re-scored on them)")
-    p.add_argument("--llm-eval-users", type=int, default=100,
-                   help="seeded random test users for the SmolLM2 evaluation (default 100; slower per user)")
+    p.add_argument("--llm-eval-users", type=int, default=50,
+                   help="seeded random test users for the SmolLM2 evaluation (default 50; slower per user)")
     p.add_argument("--num-beams", type=int, default=20, help="beam width of the constrained search (default 20)")
     p.add_argument("--baselines-only", action="store_true", help="stop after the popularity and SASRec baselines")
     p.set_defaults(handler="genrec.demo:main")

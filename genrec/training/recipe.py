@@ -305,8 +305,10 @@ def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any
     card = model_card(cfg, trainer.state, trainable, total, ds, base, peft_card)
     if head is not None:
         by_w, w = head[1]["by_weight"], head[0].weight
-        card += (f"\n## Item head\n\n`{layout.ITEM_HEAD}`: one output row per item on the final hidden state, fused "
-                 f"with the code scores at weight {w} (validation NDCG@10 {by_w[str(w)]['ndcg@10']:.4f}; the codes alone "
+        orders = len(head[1].get("transitions") or [])
+        counts = f" plus the transition counts of the last {orders} history items" if orders else ""
+        card += (f"\n## Item head\n\n`{layout.ITEM_HEAD}`: one output row per item on the final hidden state{counts}, "
+                 f"fused with the code scores at weight {w} (validation NDCG@10 {by_w[str(w)]['ndcg@10']:.4f}; the codes alone "
                  f"{by_w['0.0']['ndcg@10']:.4f}; {head[1]['validation_users']} users, `{layout.ITEM_HEAD_REPORT}`). "
                  "`--no-item-head` ranks by the codes alone.\n")
     (stage / layout.CARD).write_text(card, encoding="utf-8")

@@ -153,6 +153,7 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     report = json.loads((run / layout.ITEM_HEAD_REPORT).read_text())
     assert report["states"] > 0 and report["weight"] in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     assert "## Item head" in (run / "README.md").read_text()
+    assert "transition counts of the last 3 history items" in (run / "README.md").read_text()
     assert set(report["by_weight"]) == {"0.0", "0.5", "1.0", "2.0", "4.0", "8.0", "16.0"}
     rec = GenRecommender.from_pretrained(run)
     hidden = rec.model.get_input_embeddings().weight.shape[1]

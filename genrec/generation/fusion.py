@@ -100,13 +100,13 @@ def candidates(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, 
             top_i = torch.where(top_s > NEG_INF, top_i, torch.full_like(top_i, -1))
             beam_items = beam_items.to(top_i.device)
             cand = unique_candidates(torch.cat([beam_items, top_i], dim=1))
+            at = torch.where(cand >= 0, head_lp.gather(1, cand.clamp(min=0)), NEG_INF)  # [B, C] head log-probs
             if beam_scores is None:
                 codes = code_scores(stepper, first, trie.to(first.device), cand)
             else:  # [B, C, K] match of each candidate against the beam's finds
                 match = (cand[:, :, None] == beam_items[:, None, :]) & (cand[:, :, None] >= 0)
                 found = match.any(-1)
                 known = torch.where(match, beam_scores.to(first.device)[:, None, :].float(), NEG_INF).amax(-1)
-                at = torch.where(cand >= 0, head_lp.gather(1, cand.clamp(min=0)), NEG_INF)
                 need = None
                 for w, k in top:  # the k-th best fused find is the bar to clear; the lowest bar decides
                     if k > found.shape[1]:
@@ -117,7 +117,6 @@ def candidates(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, 
                     need = low if need is None else torch.minimum(need, low)
                 rest = code_scores(stepper, first, trie.to(first.device), cand.masked_fill(found, -1), need)
                 codes = torch.where(found, known, rest)
-            at = torch.where(cand >= 0, head_lp.gather(1, cand.clamp(min=0)), torch.full_like(codes, NEG_INF))
     finally:
         model.train(was_training)
     return cand, codes, at

@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transitions", type=int, default=3,
                    help="transition counts from the history's last N items (gaps 1..N) beside the rows (default 3; "
                         "0: the rows alone)")
+    p.add_argument("--similar", type=int, default=1,
+                   help="the nearest items of the history's last N items by their embeddings beside the counts "
+                        "(default 1; 0: off)")
+    p.add_argument("--similar-stream", default="auto",
+                   help="item tokenizer stream whose embeddings define the nearest items (default auto: behavior "
+                        "when the tokenizer has it, else its first stream)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler="genrec.cli:head_main")
@@ -214,20 +220,26 @@ def head_main(args: argparse.Namespace) -> int:
     from genrec.inference.evaluate import served_split
     from genrec.inference.recommender import GenRecommender
     from genrec.io import write_json
+    from genrec.item_tokenizer.artifact import load_item_tokenizer
     from genrec.runtime import set_threads
-    from genrec.training.item_head import fit_for_model
+    from genrec.training.item_head import catalog_embeddings, fit_for_model
 
     set_threads(args.threads)
-    if args.users < 0 or args.num_beams < 1 or args.extra < 0 or args.transitions < 0:
-        raise ConfigError("--users must be >= 0, --num-beams >= 1, --extra >= 0 and --transitions >= 0")
+    if args.users < 0 or args.num_beams < 1 or args.extra < 0 or args.transitions < 0 or args.similar < 0:
+        raise ConfigError("--users must be >= 0, --num-beams >= 1, --extra >= 0, --transitions >= 0 and "
+                          "--similar >= 0")
     torch.manual_seed(args.seed)
     rec = GenRecommender.from_pretrained(args.run, device="cpu", data_dir=args.data, item_head=False)
     _, split, _, _ = served_split(rec, args.data)  # training never saw held-out items: neither does the head
     valid = subset(split.valid, sample_users(len(split.valid), args.users or None, args.seed))
+    emb = None
+    if args.similar:
+        itok = load_item_tokenizer(rec.run_dir / layout.ITEM_TOKENIZER)
+        emb = catalog_embeddings(itok, args.similar_stream, [it.item_id for it in rec.items])
     head, report = fit_for_model(rec.model, rec.render, rec.trie, split.train, valid.histories, valid.targets,
                                  rec.num_items, max_history=rec.max_history, num_beams=args.num_beams,
                                  extra=args.extra, seed=args.seed, progress=not args.no_progress,
-                                 transitions=args.transitions)
+                                 transitions=args.transitions, similar=args.similar, embeddings=emb)
     run = rec.run_dir
     save_item_head(head, run / layout.ITEM_HEAD, {"data": str(args.data), "seed": args.seed})
     write_json(run / layout.ITEM_HEAD_REPORT, report)

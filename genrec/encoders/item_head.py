@@ -9,7 +9,9 @@ item), and fused with the code scores at decoding (:func:`genrec.generation.fuse
 A linear map of the state learns such transitions only approximately, so the head also adds the
 transition counts of the training sequences themselves: ``beta[d] · log(1 + count(i -> j))`` for
 the history's item ``i`` that sits ``d + 1`` positions before the next one, for its last ``K``
-items (:class:`Transitions`, one table per gap; ``beta`` learned with the rows).
+items (:class:`Transitions`, one table per gap; ``beta`` learned with the rows), and the nearest
+items by embedding of the last item(s) (:meth:`Transitions.neighbours`), which reach the pairs
+no training sequence holds.
 Items without a training interaction (cold, or held out) have nothing to memorise: the head
 gives them the uniform log-probability instead of a learned one, so they are ranked by their
 codes alone.
@@ -35,12 +37,20 @@ log = logging.getLogger(__name__)
 
 
 class Transitions:
-    """Item-to-item transition counts of training sequences as a sparse ``[N, N]`` table
-    (CSR: ``indptr [N + 1]``, ``indices [E]`` next items, ``values [E]`` ``log(1 + count)``);
-    ``gap``: how many positions apart the pair is (1: consecutive)."""
+    """A sparse ``[N, N]`` item-to-item table (CSR: ``indptr [N + 1]``, ``indices [E]`` items,
+    ``values [E]``) read from one recent history item: ``gap`` says which (1: the last).
+    ``kind="next"``: ``log(1 + count)`` of item ``j`` coming ``gap`` positions after item ``i`` in
+    training sequences (:meth:`count`); ``kind="similar"``: the item's nearest neighbours by
+    embedding (:meth:`neighbours`), which reach pairs no training sequence holds."""
 
-    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, gap: int = 1) -> None:
-        self.indptr, self.indices, self.values, self.gap = indptr.long(), indices.long(), values.float(), int(gap)
+    KINDS = ("next", "similar")
+
+    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, gap: int = 1,
+                 kind: str = "next") -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown transition table kind {kind!r}; expected one of {self.KINDS}")
+        self.indptr, self.indices, self.values = indptr.long(), indices.long(), values.float()
+        self.gap, self.kind = int(gap), kind
 
     @classmethod
     def count(cls, sequences: Sequence[Sequence[int]], num_items: int, gap: int = 1) -> Transitions:
@@ -55,11 +65,30 @@ class Transitions:
         return cls(torch.from_numpy(np.cumsum(indptr)), torch.from_numpy(cols), torch.from_numpy(np.log1p(counts)),
                    gap)
 
+    @classmethod
+    def neighbours(cls, embeddings: torch.Tensor | np.ndarray, k: int = 50, gap: int = 1,
+                   chunk: int = 2048) -> Transitions:
+        """Each item's ``k`` nearest other items by cosine similarity of ``embeddings [N, D]``
+        (centred first). Values are the similarity minus that of the ``k+1``-th neighbour, so a
+        neighbour scores in ``(0, 2]`` and every other item 0 without a cliff at the cut."""
+        x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+        x = nn.functional.normalize(x - x.mean(0), dim=1)
+        n = len(x)
+        k = max(min(int(k), n - 2), 0)
+        idx, val = [], []
+        for start in range(0, n, chunk):
+            sim = x[start:start + chunk] @ x.T
+            sim[torch.arange(len(sim)), torch.arange(start, start + len(sim))] = -3.0  # never its own neighbour
+            v, i = sim.topk(k + 1, dim=1)
+            idx.append(i[:, :k])
+            val.append((v[:, :k] - v[:, k:]).clamp(min=0.0))
+        return cls(torch.arange(n + 1) * k, torch.cat(idx).reshape(-1), torch.cat(val).reshape(-1), gap, "similar")
+
     def __len__(self) -> int:
         return len(self.indices)
 
     def rows(self, src: torch.Tensor) -> torch.Tensor:
-        """``[B, N]`` dense ``log(1 + count(src[b] -> j))`` for ``src [B]`` item indices (``-1``: zeros)."""
+        """``[B, N]`` dense rows of ``src [B]`` item indices (``-1``: zeros)."""
         n, dev = len(self.indptr) - 1, src.device
         indptr = self.indptr.to(dev)
         out = torch.zeros((len(src), n), device=dev)
@@ -72,15 +101,17 @@ class Transitions:
         return out
 
     def to(self, device: Any) -> Transitions:
-        return Transitions(self.indptr.to(device), self.indices.to(device), self.values.to(device), self.gap)
+        return Transitions(self.indptr.to(device), self.indices.to(device), self.values.to(device), self.gap,
+                           self.kind)
 
 
 class ItemHead(nn.Module):
     """``forward(states [B, H], recent [B, K] | None) -> [B, N]`` item log-probs; items where
     ``known [N]`` is false get ``log(1 / #known)``. ``weight``: the head's weight in the fused
     score; ``extra``: how many of its best items join the beam's candidates. With ``transitions``
-    (one table per gap 1..K) the logits add ``sum_d beta[d] · log(1 + count(recent[:, d] -> j))``
-    (``beta [K]`` learned) when the history's ``recent`` items (most recent first) are given."""
+    (:class:`Transitions`, each read from one recent item) the logits add
+    ``sum_t beta[t] · table_t[recent[:, gap_t - 1], j]`` (``beta [T]`` learned) when the history's
+    ``recent [B, K]`` items (most recent first) are given."""
 
     def __init__(self, hidden: int, known: torch.Tensor, weight: float = 1.0, extra: int = 50,
                  transitions: Sequence[Transitions] = ()) -> None:
@@ -94,15 +125,16 @@ class ItemHead(nn.Module):
     @property
     def orders(self) -> int:
         """How many recent history items the transition term reads (0: none)."""
-        return len(self.transitions)
+        return max((t.gap for t in self.transitions), default=0)
 
     def transition_logits(self, recent: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, N]`` ``sum_d beta[d] · log(1 + count)`` for ``recent [B, >= K]``; with training
-        ``targets [B]``, each example's own pair counts one less (a new user's is not in the table)."""
+        """``[B, N]`` ``sum_t beta[t] · table_t`` for ``recent [B, >= orders]``; with training
+        ``targets [B]``, each example's own pair counts one less in the ``next`` tables (a new
+        user's pair is not in them)."""
         out = torch.zeros((len(recent), len(self.known)), device=self.beta.device)
         for d, table in enumerate(self.transitions):
-            rows = table.rows(recent[:, d].to(out.device))
-            if targets is not None:
+            rows = table.rows(recent[:, table.gap - 1].to(out.device))
+            if targets is not None and table.kind == "next":
                 at = (torch.arange(len(targets), device=out.device), targets.to(out.device))
                 rows[at] = torch.log(torch.expm1(rows[at]).clamp(min=1.0))
             out = out + self.beta[d] * rows
@@ -133,10 +165,10 @@ def fit_item_head(states: torch.Tensor, targets: torch.Tensor, known: torch.Tens
                   log: Callable[[str], Any] | None = None) -> tuple[ItemHead, list[dict[str, Any]]]:
     """Fit a head on ``states [T, H]`` -> ``targets [T]`` (full-softmax cross-entropy, AdamW,
     dropout on the states), keeping the epoch with the best NDCG@10 of the head alone on
-    ``valid = (states [U, H], targets [U])``. With ``transitions`` (gaps 1..K, counted on the same
-    training sequences) and ``recent = (training examples' recent items [T, K], validation
-    users' [U, K])`` the head learns the weights of the transition term. Returns the head and
-    one record per epoch."""
+    ``valid = (states [U, H], targets [U])``. With ``transitions`` (tables read from the last K
+    items; ``next`` tables counted on the same training sequences) and ``recent = (training
+    examples' recent items [T, K], validation users' [U, K])`` the head learns the weight of each
+    table. Returns the head and one record per epoch."""
     gen = torch.Generator().manual_seed(seed)
     tables = list(transitions) if recent is not None else []
     head = ItemHead(states.shape[1], known, transitions=tables)
@@ -199,9 +231,11 @@ def save_item_head(head: ItemHead, path: str | os.PathLike, meta: dict[str, Any]
     if head.transitions:
         tensors["beta"] = head.beta.detach().cpu()
         for d, t in enumerate(head.transitions):
-            tensors.update({f"transitions.{d}.indptr": t.indptr.cpu(), f"transitions.{d}.indices": t.indices.cpu(),
-                            f"transitions.{d}.values": t.values.cpu()})
-    info = {"weight": head.weight, "extra": head.extra, **(meta or {})}
+            tensors.update({f"transitions.{d}.indptr": t.indptr.cpu().clone(),  # tables may share tensors
+                            f"transitions.{d}.indices": t.indices.cpu().clone(),
+                            f"transitions.{d}.values": t.values.cpu().clone()})
+    info = {"weight": head.weight, "extra": head.extra,
+            "tables": [{"gap": t.gap, "kind": t.kind} for t in head.transitions], **(meta or {})}
     with atomic_file(path) as tmp:
         save_file(tensors, tmp, metadata={"genrec_item_head": json.dumps(info)})
     return path
@@ -220,11 +254,12 @@ def load_item_head(path: str | os.PathLike, hidden: int, num_items: int) -> Item
         got = None if weight is None else tuple(weight.shape)
         raise DataError(f"item head {path} has shape {got} but the run's model has width {hidden} and its catalog "
                         f"{num_items} items; refit it with `genrec head --run RUN`, or delete the file")
-    tables = []
+    tables, kinds = [], info.get("tables") or []
     while f"transitions.{len(tables)}.indptr" in tensors:
         d = len(tables)
+        kind = kinds[d] if d < len(kinds) else {"gap": d + 1, "kind": "next"}  # files before similar tables
         tables.append(Transitions(tensors[f"transitions.{d}.indptr"], tensors[f"transitions.{d}.indices"],
-                                  tensors[f"transitions.{d}.values"], gap=d + 1))
+                                  tensors[f"transitions.{d}.values"], gap=int(kind["gap"]), kind=str(kind["kind"])))
         if len(tables[-1].indptr) != num_items + 1:
             raise DataError(f"item head {path} holds transitions of {len(tables[-1].indptr) - 1} items but the run's "
                             f"catalog has {num_items}; refit it with `genrec head --run RUN`, or delete the file")
@@ -247,5 +282,5 @@ def run_item_head(path: str | os.PathLike, hidden: int, num_items: int, device: 
         log.info("item head weight 0 (validation chose the codes alone): ranking by the codes")
         return None
     log.info("item head fused with the code scores (weight %s, %d extra candidates%s)", head.weight, head.extra,
-             f", transitions from the last {head.orders} items" if head.orders else "")
+             f", {len(head.transitions)} item-to-item tables from the last {head.orders} items" if head.orders else "")
     return head

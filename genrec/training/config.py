@@ -166,6 +166,9 @@ class TrainingConfig:
     # decoding; `genrec head` does the same for a finished run)
     item_head_users: int = 2048  # validation users that select the item head's epoch and fusion weight
     item_head_transitions: int = 3  # the head adds item -> item transition counts from the history's last N items
+    item_head_similar: int = 1  # ... and each of the history's last N items' nearest items by embedding (0: off)
+    item_head_similar_stream: str = "auto"  # whose embeddings: a stream of the item tokenizer (auto: behavior
+    # when it has one, else its first)
     report_to: str = "none"  # experiment tracker: none | tensorboard (event files in RUN/tensorboard) | wandb |
     # mlflow; passed to TrainingArguments(report_to=...); train_log.jsonl is written either way
 
@@ -175,8 +178,9 @@ class TrainingConfig:
         if self.ranking_users < 1 or self.ranking_beams < 20:
             raise ValueError("training.ranking_users must be >= 1 and training.ranking_beams >= 20 (the ranking "
                              f"reads the top 20); got {self.ranking_users} and {self.ranking_beams}")
-        if self.item_head_transitions < 0:
-            raise ValueError(f"training.item_head_transitions must be >= 0, got {self.item_head_transitions}")
+        if self.item_head_transitions < 0 or self.item_head_similar < 0:
+            raise ValueError("training.item_head_transitions and training.item_head_similar must be >= 0, got "
+                             f"{self.item_head_transitions} and {self.item_head_similar}")
         if self.item_head_users < 1:
             raise ValueError(f"training.item_head_users must be >= 1, got {self.item_head_users}")
         check_report_to(self.report_to, "training.report_to")

@@ -68,6 +68,29 @@ def prefix_states(model: Any, render: Render, sequences: Sequence[Sequence[int]]
     return torch.cat(xs).cpu(), torch.cat(ys), torch.cat(ls)
 
 
+def similar_stream(itok: Any, stream: str) -> str:
+    """The stream ``stream`` names (``"auto"``: ``behavior`` when the tokenizer has it, else its first)."""
+    if stream != "auto":
+        return stream
+    return "behavior" if "behavior" in itok.order else itok.order[0]
+
+
+def catalog_embeddings(itok: Any, stream: str, item_ids: Sequence[str]) -> np.ndarray:
+    """``[N, D]`` the item tokenizer's ``stream`` embeddings (``itok``: a loaded
+    :class:`~genrec.item_tokenizer.artifact.ItemTokenizer`; ``"auto"``: ``behavior`` when it has
+    that stream, else its first) in the catalog order of ``item_ids``."""
+    stream = similar_stream(itok, stream)
+    if stream not in itok.order:
+        raise DataError(f"the item head's similar-item term reads the {stream!r} stream's embeddings, but tokenizer "
+                        f"{itok.path} has streams {itok.order}; name one of them")
+    rows = {item: i for i, item in enumerate(itok.item_ids)}
+    missing = [i for i in item_ids if i not in rows]
+    if missing:
+        raise DataError(f"{len(missing)} catalog items (e.g. {missing[0]!r}) have no embedding in tokenizer {itok.path}; "
+                        "use the run's own item tokenizer")
+    return np.asarray(itok.embeddings(stream, mmap=False)[[rows[i] for i in item_ids]], dtype=np.float32)
+
+
 def choose_weight(model: Any, head: ItemHead, render: Render, trie: ItemTrie, histories: Sequence[Sequence[int]],
                   targets: np.ndarray, num_beams: int, weights: Sequence[float] = WEIGHTS, batch_size: int = 32
                   ) -> dict[float, dict[str, float]]:
@@ -90,19 +113,32 @@ def choose_weight(model: Any, head: ItemHead, render: Render, trie: ItemTrie, hi
 def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: Sequence[Sequence[int]],
                   valid_histories: Sequence[Sequence[int]], valid_targets: np.ndarray, num_items: int, *,
                   max_history: int = 20, num_beams: int = 20, extra: int = 50, seed: int = 0, progress: bool = True,
-                  transitions: int = 3) -> tuple[ItemHead, dict[str, Any]]:
+                  transitions: int = 3, similar: int = 0, embeddings: np.ndarray | None = None,
+                  neighbours: int = 50) -> tuple[ItemHead, dict[str, Any]]:
     """Fit the head of a trained ``model`` and choose its fusion weight; returns the head and a
     report (per-epoch history, validation metrics per weight, the chosen weight). ``transitions``:
     add the transition counts of ``train_sequences`` from the history's last that many items
-    (:class:`Transitions`, gaps 1..``transitions``; 0: the rows alone)."""
+    (:class:`Transitions`, gaps 1..``transitions``; 0: the rows alone). ``similar``: add, from the
+    last that many items, their ``neighbours`` nearest items by ``embeddings [N, D]`` (catalog
+    order; :meth:`Transitions.neighbours`)."""
+    if similar and embeddings is None:
+        raise DataError("the item head's similar-item term needs item embeddings; pass the run's item "
+                        "tokenizer embeddings, or set the similar term to 0")
+    if embeddings is not None and len(embeddings) != num_items:
+        raise DataError(f"item embeddings have {len(embeddings)} rows but the catalog has {num_items} items; "
+                        "use the embeddings of the run's item tokenizer")
     model.eval()
-    states, targets, recent = prefix_states(model, render, train_sequences, max_history, progress, transitions)
+    orders = max(transitions, similar)
+    states, targets, recent = prefix_states(model, render, train_sequences, max_history, progress, orders)
     known = torch.bincount(targets, minlength=num_items) > 0
     with torch.inference_mode():
         v_states = torch.stack([_forward_states(model, *render(h))[-1] for h in valid_histories]).cpu()
     tables = [Transitions.count(train_sequences, num_items, gap) for gap in range(1, transitions + 1)]
+    if similar:
+        near = Transitions.neighbours(embeddings, neighbours)
+        tables += [Transitions(near.indptr, near.indices, near.values, gap, "similar") for gap in range(1, similar + 1)]
     head, history = fit_item_head(states, targets, known, (v_states, torch.as_tensor(valid_targets)), seed=seed,
-                                  transitions=tables, recent=(recent, recent_items(valid_histories, transitions)),
+                                  transitions=tables, recent=(recent, recent_items(valid_histories, orders)),
                                   log=log.info)
     head.extra = extra
     by_weight = choose_weight(model, head, render, trie, valid_histories, valid_targets, num_beams)
@@ -112,7 +148,9 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
         log.info("item head weight %s: validation recall@10 %.4f ndcg@10 %.4f%s", w, m["recall@10"], m["ndcg@10"],
                  " (chosen)" if w == best else "")
     report = {"states": len(states), "known_items": int(known.sum()), "epochs": history, "weight": float(best),
-              "transitions": [len(t) for t in tables], "transition_weights": head.beta.detach().tolist(),
+              "transitions": [len(t) for t in tables if t.kind == "next"],
+              "similar": [len(t) for t in tables if t.kind == "similar"],
+              "transition_weights": head.beta.detach().tolist(),
               "extra": extra, "validation_users": len(valid_targets),
               "by_weight": {str(w): m for w, m in by_weight.items()}}
     return head, report

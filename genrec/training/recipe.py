@@ -90,6 +90,13 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     codes = item_codes(itok, ds)
     tables = stream_tables(itok, ds)
     split, cold = held_out(cfg, itok, leave_one_out(ds, cfg.tasks.max_history))
+    from genrec.training.item_head import similar_stream
+
+    if (cfg.training.item_head and cfg.training.item_head_similar
+            and similar_stream(itok, cfg.training.item_head_similar_stream) not in itok.order):
+        raise ConfigError(f"training.item_head_similar_stream={cfg.training.item_head_similar_stream!r} is not a stream "
+                          f"of tokenizer {itok.path} (streams {itok.order}); name one of them, or set "
+                          "training.item_head_similar=0")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / layout.CONFIG).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
@@ -162,24 +169,27 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
             cb.logging_dir = str(run_dir / layout.TENSORBOARD)
     trainer.train(resume_from_checkpoint=True if resume else None)
     if trainer.is_world_process_zero():
-        head = item_head(cfg, trainer.model, split, tok, sid, builder.index, codes) if t.item_head else None
+        head = item_head(cfg, trainer.model, split, tok, sid, builder.index, codes, itok, ds) if t.item_head else None
         _finalize(cfg, run_dir, trainer, tok, itok, ds, trainable, total, head)
     return run_dir
 
 
 def item_head(cfg: TrainConfig, model: Any, split: Any, tok: Any, sid: int, index: list[str],
-              codes: list[list[str]]) -> tuple[Any, dict]:
+              codes: list[list[str]], itok: Any, ds: Dataset) -> tuple[Any, dict]:
     """``training.item_head``: the trained model's item head and its fit report
     (:mod:`genrec.training.item_head`), on ``training.item_head_users`` seeded validation users."""
     from genrec.data.split import sample_users, subset
-    from genrec.training.item_head import fit_for_model
+    from genrec.training.item_head import catalog_embeddings, fit_for_model
 
     render, trie = serving_renderer(cfg, tok, sid, index, codes)
     valid = subset(split.valid, sample_users(len(split.valid), cfg.training.item_head_users, cfg.seed))
     core = getattr(model, "module", model)
     return fit_for_model(core, render, trie, split.train, valid.histories, valid.targets, split.num_items,
                          max_history=cfg.tasks.max_history, num_beams=cfg.training.ranking_beams, seed=cfg.seed,
-                         transitions=cfg.training.item_head_transitions)
+                         transitions=cfg.training.item_head_transitions, similar=cfg.training.item_head_similar,
+                         embeddings=catalog_embeddings(itok, cfg.training.item_head_similar_stream,
+                                                       [it.item_id for it in ds.items])
+                         if cfg.training.item_head_similar else None)
 
 
 def held_out(cfg: TrainConfig, itok: Any, split: Any) -> tuple[Any, np.ndarray | None]:
@@ -305,8 +315,12 @@ def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any
     card = model_card(cfg, trainer.state, trainable, total, ds, base, peft_card)
     if head is not None:
         by_w, w = head[1]["by_weight"], head[0].weight
-        orders = len(head[1].get("transitions") or [])
+        from genrec.training.item_head import similar_stream
+
+        orders, near = len(head[1].get("transitions") or []), len(head[1].get("similar") or [])
         counts = f" plus the transition counts of the last {orders} history items" if orders else ""
+        counts += (f"{' and' if orders else ' plus'} the nearest items of the last {near} by "
+                   f"{similar_stream(itok, cfg.training.item_head_similar_stream)} embedding") if near else ""
         card += (f"\n## Item head\n\n`{layout.ITEM_HEAD}`: one output row per item on the final hidden state{counts}, "
                  f"fused with the code scores at weight {w} (validation NDCG@10 {by_w[str(w)]['ndcg@10']:.4f}; the codes alone "
                  f"{by_w['0.0']['ndcg@10']:.4f}; {head[1]['validation_users']} users, `{layout.ITEM_HEAD_REPORT}`). "

@@ -105,3 +105,51 @@ def test_head_with_transitions_learns_what_the_states_cannot_tell_and_round_trip
     save_item_head(ItemHead(8, torch.ones(11, dtype=torch.bool), transitions=tables), path)
     with pytest.raises(DataError, match="transitions of 10 items"):
         load_item_head(path, 8, 11)
+
+
+def test_neighbours_keep_each_items_nearest_others_scored_above_the_cut():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(4, 8, generator=g)
+    emb = torch.cat([base, base + 0.05 * torch.randn(4, 8, generator=g)])  # item i and i + 4 are twins
+    table = Transitions.neighbours(emb.numpy(), k=1, gap=2)
+    assert (table.kind, table.gap, len(table)) == ("similar", 2, 8)
+    rows = table.rows(torch.tensor([0, 5, -1]))
+    assert rows[0].argmax() == 4 and rows[1].argmax() == 1 and rows[2].abs().sum() == 0
+    assert (rows[:2] > 0).sum(1).tolist() == [1, 1] and rows[:2].max() <= 2.0  # one neighbour each, none itself
+    assert len(Transitions.neighbours(emb.numpy(), k=50)) == 8 * 6  # k capped below the catalog size
+    with pytest.raises(ValueError, match="unknown transition table kind"):
+        Transitions(table.indptr, table.indices, table.values, kind="other")
+
+
+def test_similar_items_reach_transitions_no_training_sequence_holds(tmp_path):
+    """Next item = the last item's twin by embedding; validation asks about twins never seen in
+    training: the counts cannot answer, the similar-item table can."""
+    g = torch.Generator().manual_seed(0)
+    n = 20
+    base = torch.randn(n // 2, 8, generator=g)
+    emb = torch.cat([base, base + 0.05 * torch.randn(n // 2, 8, generator=g)]).numpy()
+    twin = torch.tensor([(i + n // 2) % n for i in range(n)])
+    seen = [i for i in range(n) if i % (n // 2) < 5]  # pairs (0..4, 10..14) occur in training
+    pick = lambda pool: int(pool[int(torch.randint(0, len(pool), (1,), generator=g))])
+    seqs = []
+    for _ in range(400):  # seen item, its twin (80%), then any item: unseen ones end sequences only
+        a = pick(seen)
+        seqs.append([a, int(twin[a]) if torch.rand(1, generator=g) < 0.8 else pick(seen), pick(range(n))])
+    targets = torch.tensor([x for s in seqs for x in s[1:]])
+    prefixes = [s[:t] for s in seqs for t in range(1, len(s))]
+    states = torch.randn(len(targets), 8, generator=g)
+    unseen = torch.tensor([i for i in range(n) if i % (n // 2) >= 5])
+    valid = (torch.randn(len(unseen), 8, generator=g), twin[unseen])
+    known = torch.ones(n, dtype=torch.bool)
+    counts = [Transitions.count(seqs, n, 1)]
+    near = Transitions.neighbours(emb, k=2)
+    kw = {"epochs": 20, "patience": 20, "lr": 0.1, "batch_size": 64, "dropout": 0.0}
+    recent = (recent_items(prefixes, 1), unseen[:, None])
+    plain, _ = fit_item_head(states, targets, known, valid, transitions=counts, recent=recent, **kw)
+    head, history = fit_item_head(states, targets, known, valid, transitions=[*counts, near], recent=recent, **kw)
+    assert head_metrics(head(valid[0], recent[1]), valid[1], k=1)[0] == 1.0
+    assert head_metrics(plain(valid[0], recent[1]), valid[1], k=1)[0] < 0.5
+    assert history[-1]["beta"][1] > 0 and head.orders == 1
+    back = load_item_head(save_item_head(head, tmp_path / "item_head.safetensors"), 8, n)
+    assert [(t.gap, t.kind) for t in back.transitions] == [(1, "next"), (1, "similar")]
+    torch.testing.assert_close(back(valid[0], recent[1]), head(valid[0], recent[1]))

@@ -137,6 +137,8 @@ def test_bad_sequence_settings_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="item_row_min_count must be >= 0"):
         load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_embeddings=[id]",
                                         "model.item_row_min_count=-1"])
+    with pytest.raises(ConfigError, match="item_head_similar must be >= 0"):
+        load_config(TrainConfig, None, [*base, "training.item_head_similar=-1"])
     assert tiny_dataset().num_items == 24
 
 
@@ -153,14 +155,16 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     report = json.loads((run / layout.ITEM_HEAD_REPORT).read_text())
     assert report["states"] > 0 and report["weight"] in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     assert "## Item head" in (run / "README.md").read_text()
-    assert "transition counts of the last 3 history items" in (run / "README.md").read_text()
+    card = (run / "README.md").read_text()
+    assert "transition counts of the last 3 history items and the nearest items of the last 1 by behavior" in card
     assert set(report["by_weight"]) == {"0.0", "0.5", "1.0", "2.0", "4.0", "8.0", "16.0"}
     rec = GenRecommender.from_pretrained(run)
     hidden = rec.model.get_input_embeddings().weight.shape[1]
     head = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)
     assert head.weight == report["weight"]
     assert (rec.item_head is None) == (report["weight"] == 0)  # weight 0: the codes alone
-    assert report["transitions"] == [len(t) for t in head.transitions] and head.orders == 3
+    assert report["transitions"] == [len(t) for t in head.transitions if t.kind == "next"] and head.orders == 3
+    assert report["similar"] == [len(t) for t in head.transitions if t.kind == "similar"] and report["similar"][0] > 0
     assert len(head.transitions[0]) > 0
     head.weight = 4.0  # let the head matter for the checks below
     rec.item_head = head
@@ -172,7 +176,7 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     follows = head.transitions[0].rows(torch.tensor([src]))[0]
     follows[src] = 0
     assert follows.max() > 0
-    head.beta.data.copy_(torch.tensor([100.0, 0.0, 0.0]))
+    head.beta.data.copy_(torch.tensor([100.0] + [0.0] * (len(head.transitions) - 1)))
     top = rec.recommend([rec.items[src].item_id], k=1, exclude="history")[0].item_id
     assert follows[rec._by_id[top]] == follows.max()
     data = run.parent.parent / "data"
@@ -186,7 +190,22 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     assert "validation NDCG@10" in capsys.readouterr().out
     assert load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items).known.any()
     assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
-                 "--transitions", "0"]) == 0
+                 "--transitions", "0", "--similar", "0"]) == 0
     assert load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items).transitions == []
+    assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
+                 "--transitions", "1", "--similar", "2", "--similar-stream", "behavior"]) == 0
+    back = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)
+    assert [(t.gap, t.kind) for t in back.transitions] == [(1, "next"), (1, "similar"), (2, "similar")]
+    capsys.readouterr()
+    assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
+                 "--similar-stream", "colour"]) == 2
+    assert "reads the 'colour' stream's embeddings" in capsys.readouterr().err
     with pytest.raises(DataError, match="genrec head --run"):
         load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items + 1)
+
+
+def test_item_head_similar_stream_must_be_a_tokenizer_stream_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="item_head_similar_stream='colour' is not a stream"):
+        make_tiny_run(tmp_path, mode="full", overrides=[*SCRATCH, *SEQUENCE, "training.item_head=true",
+                                                        "training.item_head_similar_stream=colour"])
+    assert not list((tmp_path / "runs").glob("*/config.yaml"))  # refused before the run directory was written

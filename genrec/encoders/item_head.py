@@ -70,7 +70,7 @@ class Transitions:
                    chunk: int = 2048) -> Transitions:
         """Each item's ``k`` nearest other items by cosine similarity of ``embeddings [N, D]``
         (centred first). Values are the similarity minus that of the ``k+1``-th neighbour, so a
-        neighbour scores in ``(0, 2]`` and every other item 0 without a cliff at the cut."""
+        neighbour scores in ``[0, 2]`` and every other item 0 without a cliff at the cut."""
         x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
         x = nn.functional.normalize(x - x.mean(0), dim=1)
         n = len(x)

@@ -87,18 +87,26 @@ def holdout(baseline_dir: str | Path) -> tuple[float, int]:
 
 def rescore(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",
             user_indices: Sequence[int] | None = None, progress: bool = False,
-            cold_only: bool = False) -> dict[str, float]:
+            cold_only: bool = False, exclude_history: bool | None = None) -> dict[str, float]:
     """Metrics of a ``genrec baseline`` output directory on ``split``, on the given users only.
 
     Re-scores the saved baseline with its own settings, so on all users the result equals its
-    ``metrics.json``. ``user_indices=None`` reads ``metrics.json``. ``cold_only`` (baselines
-    trained under the cold-start protocol) ranks the held-out items only, as its ``test_cold``.
+    ``metrics.json``. ``user_indices=None``: all users (read from ``metrics.json`` when the
+    settings are the baseline's own). ``cold_only`` (baselines trained under the cold-start
+    protocol) ranks the held-out items only, as its ``test_cold``. ``exclude_history`` overrides
+    the baseline's own ``exclude_history`` (``None``: keep it), to score it under another
+    evaluation's protocol.
     """
+    from dataclasses import replace
+
     from genrec.baselines.popularity import PopularityConfig, cold_popularity, evaluate_counts, fit_counts
     from genrec.metrics import evaluate_scores
 
     bdir = Path(baseline_dir)
-    if user_indices is None:
+    own = (yaml.safe_load((bdir / CONFIG).read_text(encoding="utf-8")) or {}) if (bdir / CONFIG).is_file() else {}
+    if exclude_history is not None and bool(own.get("exclude_history", False)) == exclude_history:
+        exclude_history = None  # the baseline's own protocol: its metrics.json holds the all-user numbers
+    if user_indices is None and (exclude_history is None or cold_only):
         return {k: float(v) for k, v in read_json(bdir / METRICS)[f"{split}_cold" if cold_only else split].items()}
     model = read_provenance(bdir).get("model")
     if model not in ("pop", "sasrec"):
@@ -110,9 +118,12 @@ def rescore(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",
         net = None
     else:
         net, cfg = load_sasrec(bdir / CHECKPOINT)
+    if exclude_history is not None:
+        cfg = replace(cfg, exclude_history=exclude_history)
     full = leave_one_out(ds, cfg.max_len)
     sp, cold = hold_out_items(full, cfg.cold_items, cfg.cold_seed) if cfg.cold_items else (full, None)
-    data = subset(getattr(sp, split), user_indices)
+    every = getattr(sp, split)
+    data = subset(every, np.arange(len(every)) if user_indices is None else user_indices)
     if cold_only:
         if cold is None:
             raise DataError(f"{bdir} was not trained under the cold-start protocol (cold_items=0): it has no "

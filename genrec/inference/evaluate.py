@@ -5,7 +5,8 @@ Protocol: the leave-one-out split of :mod:`genrec.data.split` with the run's
 decoded by constrained beam search (``num_beams``, default 20) into a ranked list of up to 20
 distinct catalog items; :func:`genrec.metrics.ranking_metrics` scores the lists — the same
 function the baselines use, so the numbers are directly comparable with ``genrec baseline``'s
-``metrics.json``. Seen items stay rankable (as for the baselines) unless ``exclude_history``.
+``metrics.json``. Seen items stay rankable (as for the baselines) unless ``exclude_history``, which
+then applies to the baselines' re-scored rows as well.
 
 ``OUT`` (``--out``) receives, all at once when the evaluation succeeds:
 
@@ -217,12 +218,14 @@ def run_holdout(run_dir: str | Path) -> tuple[float, int]:
 
 # ------------------------------------------------------------------------------------- baselines
 def baseline_metrics(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",
-                     user_indices: Sequence[int] | None = None, progress: bool = False) -> dict[str, float]:
+                     user_indices: Sequence[int] | None = None, progress: bool = False,
+                     exclude_history: bool | None = None) -> dict[str, float]:
     """Metrics of a ``genrec baseline`` output on ``split``, on the given users only
-    (:func:`genrec.baselines.artifact.rescore`; ``user_indices=None`` reads ``metrics.json``)."""
+    (:func:`genrec.baselines.artifact.rescore`; ``user_indices=None``: all users;
+    ``exclude_history`` overrides the baseline's own setting, ``None`` keeps it)."""
     from genrec.baselines.artifact import rescore
 
-    return rescore(baseline_dir, data_dir, split, user_indices, progress)
+    return rescore(baseline_dir, data_dir, split, user_indices, progress, exclude_history=exclude_history)
 
 
 def comparison_table(rows: dict[str, dict[str, float]]) -> str:
@@ -258,7 +261,8 @@ def _cold_rows(baselines: Sequence[str | Path], data_dir: Path, split: str, user
 
 def _baseline_rows(baselines: Sequence[str | Path], data_dir: Path, split: str, users: np.ndarray, n_all: int,
                    our_items_sha: str, progress: bool, holdout: tuple[float, int] = (0.0, 0),
-                   ) -> tuple[dict[str, dict[str, float]], list[str]]:
+                   exclude_history: bool = False) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """The baselines' rows of the comparison, on ``users`` and under the run's ``exclude_history``."""
     from genrec.baselines.artifact import METRICS, read_provenance
     from genrec.baselines.artifact import holdout as baseline_holdout
 
@@ -276,18 +280,17 @@ def _baseline_rows(baselines: Sequence[str | Path], data_dir: Path, split: str, 
         if baseline_holdout(bdir) != holdout:
             notes.append(f"- warning: {name} was trained with cold_items / cold_seed {baseline_holdout(bdir)}, the "
                          f"run with {holdout}: their training data and test histories differ")
-        if len(users) == n_all:
-            m = baseline_metrics(bdir, data_dir, split)
+        try:
+            m = baseline_metrics(bdir, data_dir, split, None if len(users) == n_all else users, progress,
+                                 exclude_history=exclude_history)
+        except (DataError, OSError) as e:
+            if len(users) == n_all and not exclude_history:
+                raise
+            notes.append(f"- {name}: could not re-score on these users under this protocol ({e}); its all-user "
+                         "metrics.json shown")
+            m = {**baseline_metrics(bdir, data_dir, split), "users": n_all}
         else:
-            try:
-                m = baseline_metrics(bdir, data_dir, split, users, progress)
-            except (DataError, OSError) as e:
-                notes.append(f"- {name}: could not re-score on the user subset ({e}); all-user metrics.json shown")
-                m = baseline_metrics(bdir, data_dir, split)
-                m["users"] = n_all
-                rows[name] = m
-                continue
-        m["users"] = len(users)
+            m["users"] = len(users)
         rows[name] = m
     return rows, notes
 
@@ -301,11 +304,14 @@ def _write(out: Path, result: dict[str, Any], rec: Any, ds: Dataset, data_dir: P
     items_sha = sha256_file(data_dir / "items.jsonl")
     hold = result.get("holdout")
     holdout = (hold["cold_items"], hold["cold_seed"]) if hold else (0.0, 0)
-    rows, notes = _baseline_rows(baselines, data_dir, split, users, n_all, items_sha, progress, holdout)
+    rows, notes = _baseline_rows(baselines, data_dir, split, users, n_all, items_sha, progress, holdout,
+                                 settings["exclude_history"])
     model_name = f"genrec ({rec.name or 'model'})"
     table = comparison_table({model_name: metrics, **rows})
     scope = "all users" if len(users) == n_all else f"a seeded random subset of {len(users)} of {n_all} users " \
         f"(seed {settings['seed']}); baselines re-scored on the same users"
+    if settings["exclude_history"] and rows:
+        scope += ", the history's items removed from every model's ranking"
     how = "exact scoring of every item" if result.get("scoring") == "exact" else \
         f"constrained beam search, {result['num_beams']} beams"
     if result.get("item_head") is not None:

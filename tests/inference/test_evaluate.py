@@ -68,6 +68,26 @@ def test_user_subset_is_seeded_and_baselines_are_rescored_on_it(tiny_run, data_d
         (tmp_path / "sub" / "comparison.md").read_text().replace("**", "")
 
 
+def test_baselines_are_rescored_under_the_runs_history_protocol(tiny_run, data_dir, pop_dir, rec, tmp_path):
+    # A popularity baseline trained with exclude_history=true: its metrics.json is the reference.
+    excl = tmp_path / "pop_excl"
+    run_baseline(data_dir, "pop", excl, overrides=["exclude_history=true"], progress=False)
+    want = read_json(excl / "metrics.json")["test"]
+    assert want != pytest.approx(read_json(pop_dir / "metrics.json")["test"])
+    # The default baseline re-scored with the history excluded gives the same numbers, on all users
+    # and on a subset; its own protocol (None, or the same value) still reads its metrics.json.
+    assert baseline_metrics(pop_dir, data_dir, "test", exclude_history=True) == pytest.approx(want)
+    assert baseline_metrics(excl, data_dir, "test", exclude_history=True) == pytest.approx(want)
+    assert baseline_metrics(excl, data_dir, "test", exclude_history=False) == \
+        pytest.approx(read_json(pop_dir / "metrics.json")["test"])
+    assert baseline_metrics(pop_dir, data_dir, "test", list(range(30)), exclude_history=True) == pytest.approx(want)
+    evaluate_run(tiny_run, data_dir, progress=False, recommender=rec, exclude_history=True, out=tmp_path / "ex",
+                 baselines=[pop_dir])
+    table = (tmp_path / "ex" / "comparison.md").read_text()
+    assert "removed from every model's ranking" in table
+    assert f"| pop (pop) | 30 | {want['recall@5']:.4f}" in table.replace("**", "")
+
+
 def test_exclude_history_never_ranks_seen_items(tiny_run, data_dir, rec, tmp_path):
     evaluate_run(tiny_run, data_dir, max_users=6, progress=False, recommender=rec, exclude_history=True,
                  out=tmp_path / "ex")

@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--similar-stream", default="auto",
                    help="item tokenizer stream whose embeddings define the nearest items (default auto: behavior "
                         "when the tokenizer has it, else its first stream)")
+    p.add_argument("--no-seen", action="store_true",
+                   help="leave out the learned weight on the history's own items (default: fitted)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler="genrec.cli:head_main")
@@ -239,7 +241,8 @@ def head_main(args: argparse.Namespace) -> int:
     head, report = fit_for_model(rec.model, rec.render, rec.trie, split.train, valid.histories, valid.targets,
                                  rec.num_items, max_history=rec.max_history, num_beams=args.num_beams,
                                  extra=args.extra, seed=args.seed, progress=not args.no_progress,
-                                 transitions=args.transitions, similar=args.similar, embeddings=emb)
+                                 transitions=args.transitions, similar=args.similar, embeddings=emb,
+                                 seen=not args.no_seen)
     run = rec.run_dir
     save_item_head(head, run / layout.ITEM_HEAD, {"data": str(args.data), "seed": args.seed})
     write_json(run / layout.ITEM_HEAD_REPORT, report)

@@ -11,7 +11,10 @@ transition counts of the training sequences themselves: ``beta[d] · log(1 + cou
 the history's item ``i`` that sits ``d + 1`` positions before the next one, for its last ``K``
 items (:class:`Transitions`, one table per gap; ``beta`` learned with the rows), and the nearest
 items by embedding of the last item(s) (:meth:`Transitions.neighbours`), which reach the pairs
-no training sequence holds.
+no training sequence holds. Last, one learned weight ``alpha`` on the items of the history itself
+(``seen``): a catalog whose users never take the same item twice learns a large negative weight
+and stops spending recommendation slots on what the user already has; one with repeat purchases
+learns what they are worth.
 Items without a training interaction (cold, or held out) have nothing to memorise: the head
 gives them the uniform log-probability instead of a learned one, so they are ranked by their
 codes alone.
@@ -34,6 +37,8 @@ from genrec.errors import DataError
 from genrec.io import atomic_file
 
 log = logging.getLogger(__name__)
+
+SEEN_LR = 0.05  # learning rate of the seen-item weight (the rest of the head: ``lr``)
 
 
 class Transitions:
@@ -111,21 +116,42 @@ class ItemHead(nn.Module):
     score; ``extra``: how many of its best items join the beam's candidates. With ``transitions``
     (:class:`Transitions`, each read from one recent item) the logits add
     ``sum_t beta[t] · table_t[recent[:, gap_t - 1], j]`` (``beta [T]`` learned) when the history's
-    ``recent [B, K]`` items (most recent first) are given."""
+    ``recent [B, K]`` items (most recent first) are given; with ``seen > 0``, also ``alpha`` (learned)
+    on each of the ``seen`` most recent items themselves."""
 
     def __init__(self, hidden: int, known: torch.Tensor, weight: float = 1.0, extra: int = 50,
-                 transitions: Sequence[Transitions] = ()) -> None:
+                 transitions: Sequence[Transitions] = (), seen: int = 0) -> None:
         super().__init__()
         self.linear = nn.Linear(hidden, len(known))
         self.register_buffer("known", torch.as_tensor(known, dtype=torch.bool))
         self.transitions = list(transitions)
         self.beta = nn.Parameter(torch.ones(len(self.transitions)))
+        self.seen = int(seen)
+        self.alpha = nn.Parameter(torch.zeros(1 if self.seen else 0))
         self.weight, self.extra = float(weight), int(extra)
 
     @property
     def orders(self) -> int:
-        """How many recent history items the transition term reads (0: none)."""
-        return max((t.gap for t in self.transitions), default=0)
+        """How many recent history items the head reads (its tables' gaps and ``seen``; 0: none)."""
+        return max([t.gap for t in self.transitions] + [self.seen])
+
+    def seen_logits(self, recent: torch.Tensor) -> torch.Tensor:
+        """``[B, N]``: ``alpha`` on each of the ``seen`` most recent items of ``recent [B, >= 1]``
+        (once per item, however often it occurs), 0 elsewhere."""
+        out = torch.zeros((len(recent), len(self.known)), device=self.alpha.device)
+        if not self.seen:
+            return out
+        items = recent[:, :self.seen].to(out.device)
+        ok = (items >= 0) & (items < out.shape[1])
+        mask = torch.zeros_like(out, dtype=torch.bool)
+        mask[torch.arange(len(items), device=out.device)[:, None].expand_as(items)[ok], items[ok]] = True
+        return mask.to(out.dtype) * self.alpha
+
+    def history_logits(self, recent: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, N]`` every term read from the history's ``recent [B, >= orders]`` items: the tables
+        (:meth:`transition_logits`, ``targets`` as there) and the seen items (:meth:`seen_logits`)."""
+        out = self.transition_logits(recent, targets)
+        return out + self.seen_logits(recent) if self.seen else out
 
     def transition_logits(self, recent: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, N]`` ``sum_t beta[t] · table_t`` for ``recent [B, >= orders]``; with training
@@ -143,8 +169,8 @@ class ItemHead(nn.Module):
     def logits(self, states: torch.Tensor, recent: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, N]`` raw logits of ``states [B, H]`` (plus the transition term of ``recent [B, K]``)."""
         out = self.linear(states.to(self.linear.weight.dtype))
-        if self.transitions and recent is not None:
-            out = out + self.transition_logits(recent).to(out.dtype)
+        if (self.transitions or self.seen) and recent is not None:
+            out = out + self.history_logits(recent).to(out.dtype)
         return out
 
     def forward(self, states: torch.Tensor, recent: torch.Tensor | None = None) -> torch.Tensor:
@@ -162,22 +188,27 @@ def fit_item_head(states: torch.Tensor, targets: torch.Tensor, known: torch.Tens
                   valid: tuple[torch.Tensor, torch.Tensor], *, epochs: int = 12, patience: int = 3,
                   lr: float = 3e-3, batch_size: int = 512, dropout: float = 0.2, seed: int = 0,
                   transitions: Sequence[Transitions] = (), recent: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  log: Callable[[str], Any] | None = None) -> tuple[ItemHead, list[dict[str, Any]]]:
+                  seen: int = 0, log: Callable[[str], Any] | None = None) -> tuple[ItemHead, list[dict[str, Any]]]:
     """Fit a head on ``states [T, H]`` -> ``targets [T]`` (full-softmax cross-entropy, AdamW,
     dropout on the states), keeping the epoch with the best NDCG@10 of the head alone on
     ``valid = (states [U, H], targets [U])``. With ``transitions`` (tables read from the last K
     items; ``next`` tables counted on the same training sequences) and ``recent = (training
     examples' recent items [T, K], validation users' [U, K])`` the head learns the weight of each
-    table. Returns the head and one record per epoch."""
+    table, and with ``seen`` that of the last ``seen`` items themselves (``K >= seen``). Returns the
+    head and one record per epoch."""
     gen = torch.Generator().manual_seed(seed)
     tables = list(transitions) if recent is not None else []
-    head = ItemHead(states.shape[1], known, transitions=tables)
+    head = ItemHead(states.shape[1], known, transitions=tables, seen=seen if recent is not None else 0)
+    uses_recent = bool(tables) or bool(head.seen)
     with torch.no_grad():  # start at the training popularity: the bias of a model that knows nothing else
         counts = torch.bincount(targets, minlength=len(known)).float()
         head.linear.bias.copy_(torch.log(counts + 1.0) - torch.log(counts.sum() + len(known)))
         head.linear.weight.normal_(0.0, 0.01, generator=gen)
-    train_recent, valid_recent = recent if tables else (None, None)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
+    train_recent, valid_recent = recent if uses_recent else (None, None)
+    # alpha gets its own, larger step: where items never repeat it has to travel far (to about -20)
+    # in the few hundred steps a small catalog's fit takes; its gradient keeps one sign until it is there.
+    rest = [p for n, p in head.named_parameters() if n != "alpha"]
+    opt = torch.optim.AdamW([{"params": rest}, {"params": [head.alpha], "lr": SEEN_LR}], lr=lr, weight_decay=0.0)
     best, best_state, history, stale = -1.0, None, [], 0
     for epoch in range(epochs):
         order = torch.randperm(len(states), generator=gen)
@@ -187,8 +218,8 @@ def fit_item_head(states: torch.Tensor, targets: torch.Tensor, known: torch.Tens
             b = order[start:start + batch_size]
             x = nn.functional.dropout(states[b], dropout, training=True)
             logits = head.logits(x)
-            if tables:
-                logits = logits + head.transition_logits(train_recent[b], targets[b])
+            if uses_recent:
+                logits = logits + head.history_logits(train_recent[b], targets[b])
             loss = nn.functional.cross_entropy(logits, targets[b])
             opt.zero_grad()
             loss.backward()
@@ -198,11 +229,13 @@ def fit_item_head(states: torch.Tensor, targets: torch.Tensor, known: torch.Tens
         with torch.no_grad():
             recall, ndcg = head_metrics(head(valid[0], valid_recent), valid[1])
         beta = [round(float(x), 4) for x in head.beta.detach()]
+        alpha = round(float(head.alpha.detach().sum()), 4)
         history.append({"epoch": epoch + 1, "loss": total / len(states), "recall@10": recall, "ndcg@10": ndcg,
-                        **({"beta": beta} if tables else {})})
+                        **({"beta": beta} if tables else {}), **({"alpha": alpha} if head.seen else {})})
         if log is not None:
             log(f"item head epoch {epoch + 1}: loss {total / len(states):.3f}, validation recall@10 {recall:.4f} "
-                f"ndcg@10 {ndcg:.4f}" + (f", transition weights {beta}" if tables else ""))
+                f"ndcg@10 {ndcg:.4f}" + (f", transition weights {beta}" if tables else "")
+                + (f", seen-item weight {alpha}" if head.seen else ""))
         if ndcg > best:
             best, stale = ndcg, 0
             best_state = {k: v.clone() for k, v in head.state_dict().items()}
@@ -228,13 +261,15 @@ def save_item_head(head: ItemHead, path: str | os.PathLike, meta: dict[str, Any]
     path = Path(path)
     tensors = {"weight": head.linear.weight.detach().contiguous().cpu(),
                "bias": head.linear.bias.detach().contiguous().cpu(), "known": head.known.to(torch.uint8).cpu()}
+    if head.seen:
+        tensors["alpha"] = head.alpha.detach().cpu()
     if head.transitions:
         tensors["beta"] = head.beta.detach().cpu()
         for d, t in enumerate(head.transitions):
             tensors.update({f"transitions.{d}.indptr": t.indptr.cpu().clone(),  # tables may share tensors
                             f"transitions.{d}.indices": t.indices.cpu().clone(),
                             f"transitions.{d}.values": t.values.cpu().clone()})
-    info = {"weight": head.weight, "extra": head.extra,
+    info = {"weight": head.weight, "extra": head.extra, "seen": head.seen,
             "tables": [{"gap": t.gap, "kind": t.kind} for t in head.transitions], **(meta or {})}
     with atomic_file(path) as tmp:
         save_file(tensors, tmp, metadata={"genrec_item_head": json.dumps(info)})
@@ -263,12 +298,15 @@ def load_item_head(path: str | os.PathLike, hidden: int, num_items: int) -> Item
         if len(tables[-1].indptr) != num_items + 1:
             raise DataError(f"item head {path} holds transitions of {len(tables[-1].indptr) - 1} items but the run's "
                             f"catalog has {num_items}; refit it with `genrec head --run RUN`, or delete the file")
+    seen = int(info.get("seen", 0)) if "alpha" in tensors else 0  # files before the seen-item term: none
     head = ItemHead(hidden, tensors["known"].bool(), float(info.get("weight", 1.0)), int(info.get("extra", 50)),
-                    transitions=tables)
+                    transitions=tables, seen=seen)
     head.linear.weight.data.copy_(weight)
     head.linear.bias.data.copy_(tensors["bias"])
     if tables:
         head.beta.data.copy_(tensors["beta"])
+    if seen:
+        head.alpha.data.copy_(tensors["alpha"])
     return head.eval()
 
 
@@ -281,6 +319,7 @@ def run_item_head(path: str | os.PathLike, hidden: int, num_items: int, device: 
     if head.weight == 0:
         log.info("item head weight 0 (validation chose the codes alone): ranking by the codes")
         return None
-    log.info("item head fused with the code scores (weight %s, %d extra candidates%s)", head.weight, head.extra,
-             f", {len(head.transitions)} item-to-item tables from the last {head.orders} items" if head.orders else "")
+    log.info("item head fused with the code scores (weight %s, %d extra candidates%s%s)", head.weight, head.extra,
+             f", {len(head.transitions)} item-to-item tables" if head.transitions else "",
+             f", seen-item weight {float(head.alpha.sum()):.2f} on the last {head.seen} items" if head.seen else "")
     return head

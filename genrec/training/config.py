@@ -169,6 +169,8 @@ class TrainingConfig:
     item_head_similar: int = 1  # ... and each of the history's last N items' nearest items by embedding (0: off)
     item_head_similar_stream: str = "auto"  # whose embeddings: a stream of the item tokenizer (auto: behavior
     # when it has one, else its first)
+    item_head_seen: bool = True  # ... and a learned weight on the history's own items (negative where users
+    # never take an item twice: no slots spent on what they already have)
     report_to: str = "none"  # experiment tracker: none | tensorboard (event files in RUN/tensorboard) | wandb |
     # mlflow; passed to TrainingArguments(report_to=...); train_log.jsonl is written either way
 

@@ -114,13 +114,14 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
                   valid_histories: Sequence[Sequence[int]], valid_targets: np.ndarray, num_items: int, *,
                   max_history: int = 20, num_beams: int = 20, extra: int = 50, seed: int = 0, progress: bool = True,
                   transitions: int = 3, similar: int = 0, embeddings: np.ndarray | None = None,
-                  neighbours: int = 50) -> tuple[ItemHead, dict[str, Any]]:
+                  neighbours: int = 50, seen: bool = True) -> tuple[ItemHead, dict[str, Any]]:
     """Fit the head of a trained ``model`` and choose its fusion weight; returns the head and a
     report (per-epoch history, validation metrics per weight, the chosen weight). ``transitions``:
     add the transition counts of ``train_sequences`` from the history's last that many items
     (:class:`Transitions`, gaps 1..``transitions``; 0: the rows alone). ``similar``: add, from the
     last that many items, their ``neighbours`` nearest items by ``embeddings [N, D]`` (catalog
-    order; :meth:`Transitions.neighbours`)."""
+    order; :meth:`Transitions.neighbours`). ``seen``: add a learned weight on the history's own
+    items (its last ``max_history``, as many as a prompt holds)."""
     if similar and embeddings is None:
         raise DataError("the item head's similar-item term needs item embeddings; pass the run's item "
                         "tokenizer embeddings, or set the similar term to 0")
@@ -128,7 +129,7 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
         raise DataError(f"item embeddings have {len(embeddings)} rows but the catalog has {num_items} items; "
                         "use the embeddings of the run's item tokenizer")
     model.eval()
-    orders = max(transitions, similar)
+    orders = max(transitions, similar, max_history if seen else 0)
     states, targets, recent = prefix_states(model, render, train_sequences, max_history, progress, orders)
     known = torch.bincount(targets, minlength=num_items) > 0
     with torch.inference_mode():
@@ -139,7 +140,7 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
         tables += [Transitions(near.indptr, near.indices, near.values, gap, "similar") for gap in range(1, similar + 1)]
     head, history = fit_item_head(states, targets, known, (v_states, torch.as_tensor(valid_targets)), seed=seed,
                                   transitions=tables, recent=(recent, recent_items(valid_histories, orders)),
-                                  log=log.info)
+                                  seen=max_history if seen else 0, log=log.info)
     head.extra = extra
     by_weight = choose_weight(model, head, render, trie, valid_histories, valid_targets, num_beams)
     best = max(by_weight, key=lambda w: (by_weight[w]["ndcg@10"], -w))
@@ -151,6 +152,7 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
               "transitions": [len(t) for t in tables if t.kind == "next"],
               "similar": [len(t) for t in tables if t.kind == "similar"],
               "transition_weights": head.beta.detach().tolist(),
+              "seen": head.seen, "seen_weight": float(head.alpha.detach().sum()) if head.seen else None,
               "extra": extra, "validation_users": len(valid_targets),
               "by_weight": {str(w): m for w, m in by_weight.items()}}
     return head, report

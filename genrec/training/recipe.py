@@ -187,6 +187,7 @@ def item_head(cfg: TrainConfig, model: Any, split: Any, tok: Any, sid: int, inde
     return fit_for_model(core, render, trie, split.train, valid.histories, valid.targets, split.num_items,
                          max_history=cfg.tasks.max_history, num_beams=cfg.training.ranking_beams, seed=cfg.seed,
                          transitions=cfg.training.item_head_transitions, similar=cfg.training.item_head_similar,
+                         seen=cfg.training.item_head_seen,
                          embeddings=catalog_embeddings(itok, cfg.training.item_head_similar_stream,
                                                        [it.item_id for it in ds.items])
                          if cfg.training.item_head_similar else None)
@@ -321,6 +322,8 @@ def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any
         counts = f" plus the transition counts of the last {orders} history items" if orders else ""
         counts += (f"{' and' if orders else ' plus'} the nearest items of the last {near} by "
                    f"{similar_stream(itok, cfg.training.item_head_similar_stream)} embedding") if near else ""
+        if head[1].get("seen"):
+            counts += f", and a learned weight {head[1]['seen_weight']:.2f} on the history's own items"
         card += (f"\n## Item head\n\n`{layout.ITEM_HEAD}`: one output row per item on the final hidden state{counts}, "
                  f"fused with the code scores at weight {w} (validation NDCG@10 {by_w[str(w)]['ndcg@10']:.4f}; the codes alone "
                  f"{by_w['0.0']['ndcg@10']:.4f}; {head[1]['validation_users']} users, `{layout.ITEM_HEAD_REPORT}`). "

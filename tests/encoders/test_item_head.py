@@ -155,3 +155,51 @@ def test_similar_items_reach_transitions_no_training_sequence_holds(tmp_path):
     back = load_item_head(save_item_head(head, tmp_path / "item_head.safetensors"), 8, n)
     assert [(t.gap, t.kind) for t in back.transitions] == [(1, "next"), (1, "similar")]
     torch.testing.assert_close(back(valid[0], recent[1]), head(valid[0], recent[1]))
+
+
+def _seen_task(repeat: bool, n=800, n_items=20, seed=0):
+    """Histories of 5 of the 10 popular items (0-9); the next item is another popular item
+    (``repeat=False``: never one of the history's) or one of the history's own (``repeat=True``).
+    The states say nothing: only the history can tell the two halves of the popular items apart."""
+    g = torch.Generator().manual_seed(seed)
+    hist = torch.stack([torch.randperm(10, generator=g)[:5] for _ in range(n)])  # [n, 5] most recent first
+    pick = torch.randint(0, 5, (n,), generator=g)
+    if repeat:
+        targets = hist[torch.arange(n), pick]
+    else:
+        rest = torch.stack([torch.tensor([i for i in range(10) if i not in set(h.tolist())]) for h in hist])
+        targets = rest[torch.arange(n), pick]
+    states = torch.randn(n, 8, generator=g)
+    return states, targets, hist, torch.ones(n_items, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_seen_item_weight_learns_whether_users_take_an_item_twice(repeat, tmp_path):
+    torch.manual_seed(0)
+    states, targets, hist, known = _seen_task(repeat)
+    tr, va = slice(0, 600), slice(600, 800)
+    fits = {}
+    for seen in (0, 5):
+        head, history = fit_item_head(states[tr], targets[tr], known, (states[va], targets[va]), epochs=20,
+                                      patience=20, lr=0.05, batch_size=64, recent=(hist[tr], hist[va]), seen=seen)
+        fits[seen] = head
+        recall, _ = head_metrics(head(states[va], hist[va]), targets[va], k=5)
+        if seen:
+            assert head.orders == 5 and (history[-1]["alpha"] < -3 if not repeat else history[-1]["alpha"] > 3)
+            assert recall == 1.0  # the five items the target is among, found from the history alone
+        else:
+            assert recall < 0.7 and head.orders == 0  # popularity alone: half of the ten
+    # The term survives the file; a file without it loads as a head without it.
+    path = save_item_head(fits[5], tmp_path / "h.safetensors")
+    back = load_item_head(path, 8, 20)
+    assert back.seen == 5 and float(back.alpha.detach()) == pytest.approx(float(fits[5].alpha.detach()))
+    torch.testing.assert_close(back(states[va], hist[va]), fits[5](states[va], hist[va]))
+    assert load_item_head(save_item_head(fits[0], tmp_path / "old.safetensors"), 8, 20).seen == 0
+
+
+def test_seen_logits_mark_each_history_item_once():
+    head = ItemHead(4, torch.ones(6, dtype=torch.bool), seen=3)
+    head.alpha.data.fill_(-2.0)
+    recent = torch.tensor([[1, 1, 4, 5], [-1, -1, -1, -1]])  # item 5 sits beyond the 3 read
+    out = head.seen_logits(recent)
+    assert out[0].tolist() == [0.0, -2.0, 0.0, 0.0, -2.0, 0.0] and out[1].abs().sum() == 0

@@ -163,7 +163,10 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     head = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)
     assert head.weight == report["weight"]
     assert (rec.item_head is None) == (report["weight"] == 0)  # weight 0: the codes alone
-    assert report["transitions"] == [len(t) for t in head.transitions if t.kind == "next"] and head.orders == 3
+    assert report["transitions"] == [len(t) for t in head.transitions if t.kind == "next"]
+    # the seen-item term reads the whole prompt history; the tables its last 3 items
+    assert head.seen == report["seen"] == rec.max_history == head.orders and report["seen_weight"] is not None
+    assert "and a learned weight" in card and "on the history's own items" in card
     assert report["similar"] == [len(t) for t in head.transitions if t.kind == "similar"] and report["similar"][0] > 0
     assert len(head.transitions[0]) > 0
     head.weight = 4.0  # let the head matter for the checks below
@@ -190,8 +193,9 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     assert "validation NDCG@10" in capsys.readouterr().out
     assert load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items).known.any()
     assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
-                 "--transitions", "0", "--similar", "0"]) == 0
-    assert load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items).transitions == []
+                 "--transitions", "0", "--similar", "0", "--no-seen"]) == 0
+    bare = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)
+    assert bare.transitions == [] and bare.seen == 0 and bare.orders == 0
     assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
                  "--transitions", "1", "--similar", "2", "--similar-stream", "behavior"]) == 0
     back = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)

@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the end-to-end demo on the embedded default")
     p.add_argument("--out", default="runs/demo", help="output directory (stages found complete there are reused)")
-    p.add_argument("--train-steps", type=int, default=10, help="QLoRA optimizer steps (default 10: the demo budget)")
+    p.add_argument("--train-steps", type=int, default=6, help="QLoRA optimizer steps (default 6: the demo budget)")
     p.add_argument("--tiny-epochs", type=float, default=3,
                    help="epochs of the small genrec model trained from scratch (default 3)")
     p.add_argument("--eval-users", type=int, default=500,

@@ -19,6 +19,7 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     assert "| genrec (ml100k-tiny) | 8 |" in first.stdout and "| sasrec (sasrec) | 8 |" in first.stdout
     assert "| genrec (ml100k-smollm2) | 4 |" in first.stdout and "Note: in this budget" in first.stdout
     assert first.stdout.count("held-out next item:") == 3
+    assert first.stdout.count("removed from every model's ranking") == 2  # both tables, the baselines too
     metrics = json.loads((out / "eval" / "metrics.json").read_text())["test"]
     assert metrics["invalid_rate"] == 0.0 and metrics["users"] == 8
     codes = json.loads((out / "tokenizers_out" / "ml100k" / "item_codes.json").read_text())

@@ -321,5 +321,5 @@ def run_item_head(path: str | os.PathLike, hidden: int, num_items: int, device: 
         return None
     log.info("item head fused with the code scores (weight %s, %d extra candidates%s%s)", head.weight, head.extra,
              f", {len(head.transitions)} item-to-item tables" if head.transitions else "",
-             f", seen-item weight {float(head.alpha.sum()):.2f} on the last {head.seen} items" if head.seen else "")
+             f", seen-item weight {float(head.alpha.detach().sum()):.2f} on the last {head.seen} items" if head.seen else "")
     return head

@@ -203,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-users", type=int, default=500,
                    help="seeded random test users for the small model's evaluation (default 500; baselines "
                         "re-scored on them)")
-    p.add_argument("--llm-eval-users", type=int, default=50,
-                   help="seeded random test users for the SmolLM2 evaluation (default 50; slower per user)")
+    p.add_argument("--llm-eval-users", type=int, default=30,
+                   help="seeded random test users for the SmolLM2 evaluation (default 30; slower per user)")
     p.add_argument("--num-beams", type=int, default=20, help="beam width of the constrained search (default 20)")
     p.add_argument("--baselines-only", action="store_true", help="stop after the popularity and SASRec baselines")
     p.set_defaults(handler="genrec.demo:main")

@@ -79,10 +79,15 @@ def among(score_fn: Callable[[np.ndarray], torch.Tensor], items: np.ndarray) -> 
     return scores
 
 
+def recorded_config(baseline_dir: str | Path) -> dict | None:
+    """The resolved config a baseline directory recorded (``config.yaml``), or ``None`` without one."""
+    path = Path(baseline_dir) / CONFIG
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else None
+
+
 def holdout(baseline_dir: str | Path) -> tuple[float, int]:
     """``(cold_items, cold_seed)`` of a baseline directory's config (``(0.0, 0)``: no items held out)."""
-    path = Path(baseline_dir) / CONFIG
-    return recorded_holdout(yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None)
+    return recorded_holdout(recorded_config(baseline_dir))
 
 
 def rescore(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",
@@ -103,7 +108,7 @@ def rescore(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",
     from genrec.metrics import evaluate_scores
 
     bdir = Path(baseline_dir)
-    own = (yaml.safe_load((bdir / CONFIG).read_text(encoding="utf-8")) or {}) if (bdir / CONFIG).is_file() else {}
+    own = recorded_config(bdir) or {}
     if exclude_history is not None and bool(own.get("exclude_history", False)) == exclude_history:
         exclude_history = None  # the baseline's own protocol: its metrics.json holds the all-user numbers
     if user_indices is None and (exclude_history is None or cold_only):

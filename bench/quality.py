@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/quality.py --dataset scientific --out /tmp/bench_quality \\
         --json bench/results/quality_scientific.json [--variants semantic behavior dual dual_aux]
-        [--max-steps 3000] [--eval-users 1000] [train.KEY=VALUE ...] [tokens.KEY=VALUE ...]
+        [--max-steps 3000] [--eval-users 1000] [--exclude-history] [train.KEY=VALUE ...] [tokens.KEY=VALUE ...]
 
 Per dataset (``beauty``: p5 reader on ``../shared/datasets/beauty``; ``scientific``: lcrec reader on
 ``../shared/datasets/scientific``), everything on the same leave-one-out split:
@@ -31,7 +31,9 @@ The dual tokenizer is built once (``recipes/tokens_<dataset>.yaml``, override wi
 ``tokens.KEY=VALUE``); the one-stream tokenizers reuse its cached semantic embeddings and its
 behavior embeddings, so every variant sees the same embeddings and clusters per stream.
 genrec models are evaluated by constrained beam search on a seeded subset of test users
-(``--eval-users``, all users with 0), the baselines re-scored on the same users. Every stage is
+(``--eval-users``, all users with 0), the baselines re-scored on the same users; with
+``--exclude-history`` every model's ranking leaves out the user's own items (the stricter
+yardstick where users never take an item twice: a SASRec ranks them high). Every stage is
 cached under ``--out``: rerunning skips finished stages.
 
 On a small machine ``--background-baseline`` trains SASRec in a child process on one CPU thread
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     ap.add_argument("--eval-users", type=int, default=1000, help="test users evaluated (0: all)")
     ap.add_argument("--num-beams", type=int, default=20)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--exclude-history", action="store_true",
+                    help="remove each user's history from every model's ranking (genrec and the re-scored baselines)")
     ap.add_argument("--background-baseline", action="store_true",
                     help="train SASRec in a child process on 1 CPU thread while the genrec stages use the rest")
     ap.add_argument("overrides", nargs="*",
@@ -146,7 +150,8 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     data = out / "data"
     results: dict = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "dataset": args.dataset,
                      "seed": args.seed, "eval_users": args.eval_users, "num_beams": args.num_beams,
-                     "max_steps": args.max_steps, "overrides": args.overrides, "models": {}}
+                     "max_steps": args.max_steps, "overrides": args.overrides, "models": {},
+                     "exclude_history": args.exclude_history}
     start = time.time()
     if not (data / "stats.json").is_file():
         argv_data = ["data", "fetch", str(raw), "--out", str(data)] if fmt == "fetch" else \
@@ -209,6 +214,7 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     results["train_recipe"] = train_recipe
     results["split"] = split
     evals: dict[str, dict] = {}
+    ev_root = out / (f"eval_{split}" + ("_exclude_history" if args.exclude_history else ""))
     for variant in args.variants:
         streams, extra = VARIANTS[variant]
         tok = toks / _tokenizer_name(streams)
@@ -222,11 +228,12 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
                  *train_over]))
     for variant in args.variants:
         run = runs / variant
-        ev = out / f"eval_{split}" / variant
+        ev = ev_root / variant
         if not (ev / "metrics.json").is_file():
             _timed(results, f"eval_{variant}", lambda r=run, e=ev: evaluate_run(
                 r, data, split, num_beams=args.num_beams, max_users=args.eval_users or None, seed=args.seed,
-                out=e, baselines=[base["pop"], base["sasrec_id"], base["sasrec_text"]]))
+                out=e, baselines=[base["pop"], base["sasrec_id"], base["sasrec_text"]],
+                exclude_history=args.exclude_history))
         evals[variant] = read_json(ev / "metrics.json")[split]
         ckpts = list((run / "checkpoints").glob("checkpoint-*")) if (run / "checkpoints").is_dir() else []
         last = max(ckpts, key=lambda p: int(p.name.split("-")[1])) if ckpts else None
@@ -238,9 +245,10 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     from genrec.inference.evaluate import baseline_metrics
 
     if args.variants:
-        users = read_json(out / f"eval_{split}" / args.variants[0] / "provenance.json")["user_indices"]
-        for name, bdir in base.items():
-            results["models"][name] = {**baseline_metrics(bdir, data, split, users), "users": len(users)}
+        users = read_json(ev_root / args.variants[0] / "provenance.json")["user_indices"]
+        for name, bdir in base.items():  # under genrec's history rule
+            results["models"][name] = {**baseline_metrics(bdir, data, split, users,
+                                                          exclude_history=args.exclude_history), "users": len(users)}
     results["models_all_users"] = {n: read_json(d / "metrics.json")[split] for n, d in base.items()}
     sas = results["models"].get("sasrec", {}).get("recall@10")
     if sas:

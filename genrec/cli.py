@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--similar-stream", default="auto",
                    help="item tokenizer stream whose embeddings define the nearest items (default auto: behavior "
                         "when the tokenizer has it, else its first stream)")
+    p.add_argument("--cold-neighbours", type=int, default=10,
+                   help="items never a training target borrow the mean row of their N nearest trained items by "
+                        "the same embeddings (default 10; 0: they get the uniform log-probability)")
     p.add_argument("--no-seen", action="store_true",
                    help="leave out the learned weight on the history's own items (default: fitted)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
@@ -227,22 +230,23 @@ def head_main(args: argparse.Namespace) -> int:
     from genrec.training.item_head import catalog_embeddings, fit_for_model
 
     set_threads(args.threads)
-    if args.users < 0 or args.num_beams < 1 or args.extra < 0 or args.transitions < 0 or args.similar < 0:
-        raise ConfigError("--users must be >= 0, --num-beams >= 1, --extra >= 0, --transitions >= 0 and "
-                          "--similar >= 0")
+    if (args.users < 0 or args.num_beams < 1 or args.extra < 0 or args.transitions < 0 or args.similar < 0
+            or args.cold_neighbours < 0):
+        raise ConfigError("--users must be >= 0, --num-beams >= 1, --extra >= 0, --transitions >= 0, "
+                          "--similar >= 0 and --cold-neighbours >= 0")
     torch.manual_seed(args.seed)
     rec = GenRecommender.from_pretrained(args.run, device="cpu", data_dir=args.data, item_head=False)
     _, split, _, _ = served_split(rec, args.data)  # training never saw held-out items: neither does the head
     valid = subset(split.valid, sample_users(len(split.valid), args.users or None, args.seed))
     emb = None
-    if args.similar:
+    if args.similar or args.cold_neighbours:
         itok = load_item_tokenizer(rec.run_dir / layout.ITEM_TOKENIZER)
         emb = catalog_embeddings(itok, args.similar_stream, [it.item_id for it in rec.items])
     head, report = fit_for_model(rec.model, rec.render, rec.trie, split.train, valid.histories, valid.targets,
                                  rec.num_items, max_history=rec.max_history, num_beams=args.num_beams,
                                  extra=args.extra, seed=args.seed, progress=not args.no_progress,
                                  transitions=args.transitions, similar=args.similar, embeddings=emb,
-                                 seen=not args.no_seen)
+                                 seen=not args.no_seen, cold_neighbours=args.cold_neighbours)
     run = rec.run_dir
     save_item_head(head, run / layout.ITEM_HEAD, {"data": str(args.data), "seed": args.seed})
     write_json(run / layout.ITEM_HEAD_REPORT, report)

@@ -15,9 +15,10 @@ no training sequence holds. Last, one learned weight ``alpha`` on the items of t
 (``seen``): a catalog whose users never take the same item twice learns a large negative weight
 and stops spending recommendation slots on what the user already has; one with repeat purchases
 learns what they are worth.
-Items without a training interaction (cold, or held out) have nothing to memorise: the head
-gives them the uniform log-probability instead of a learned one, so they are ranked by their
-codes alone.
+Items that were never a training target (new, or held out) have no row of their own: with item
+embeddings, each borrows the mean row (weight and bias) of its nearest trained items
+(:meth:`ItemHead.borrow`), so the state and the history terms rank it like the items it
+resembles; without, it gets the uniform log-probability and its codes alone rank it.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class Transitions:
 
 class ItemHead(nn.Module):
     """``forward(states [B, H], recent [B, K] | None) -> [B, N]`` item log-probs; items where
-    ``known [N]`` is false get ``log(1 / #known)``. ``weight``: the head's weight in the fused
+    ``known [N]`` (trained on) and ``borrowed [N]`` (a row from similar items) are both false get
+    ``log(1 / #known)``. ``weight``: the head's weight in the fused
     score; ``extra``: how many of its best items join the beam's candidates. With ``transitions``
     (:class:`Transitions`, each read from one recent item) the logits add
     ``sum_t beta[t] · table_t[recent[:, gap_t - 1], j]`` (``beta [T]`` learned) when the history's
@@ -124,6 +126,7 @@ class ItemHead(nn.Module):
         super().__init__()
         self.linear = nn.Linear(hidden, len(known))
         self.register_buffer("known", torch.as_tensor(known, dtype=torch.bool))
+        self.register_buffer("borrowed", torch.zeros_like(self.known))
         self.transitions = list(transitions)
         self.beta = nn.Parameter(torch.ones(len(self.transitions)))
         self.seen = int(seen)
@@ -175,8 +178,30 @@ class ItemHead(nn.Module):
 
     def forward(self, states: torch.Tensor, recent: torch.Tensor | None = None) -> torch.Tensor:
         lp = torch.log_softmax(self.logits(states, recent).float(), dim=-1)
+        scored = self.known | self.borrowed
         uniform = -float(np.log(max(int(self.known.sum()), 1)))
-        return torch.where(self.known, lp, torch.full_like(lp, uniform))
+        return torch.where(scored, lp, torch.full_like(lp, uniform))
+
+    @torch.no_grad()
+    def borrow(self, embeddings: torch.Tensor | np.ndarray, k: int = 10) -> int:
+        """Give every item that is not ``known`` the mean weight row and bias of its ``k`` nearest
+        known items by cosine similarity of ``embeddings [N, D]`` (centred); returns how many."""
+        emb = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
+        if emb.shape[0] != len(self.known):
+            raise ValueError(f"embeddings have {emb.shape[0]} rows, the head {len(self.known)} items")
+        known = self.known.cpu()
+        cold, warm = torch.nonzero(~known).squeeze(1), torch.nonzero(known).squeeze(1)
+        if not len(cold) or not len(warm) or k < 1:
+            return 0
+        emb = nn.functional.normalize(emb - emb[warm].mean(0), dim=1)
+        dev = self.linear.weight.device
+        for start in range(0, len(cold), 1024):  # [1024, #known] similarities at a time
+            rows = cold[start:start + 1024]
+            near = warm[(emb[rows] @ emb[warm].T).topk(min(k, len(warm)), dim=1).indices].to(dev)  # [R, k]
+            self.linear.weight[rows.to(dev)] = self.linear.weight[near].mean(1)
+            self.linear.bias[rows.to(dev)] = self.linear.bias[near].mean(1)
+        self.borrowed[cold.to(self.borrowed.device)] = True
+        return len(cold)
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ItemHead:
         super()._apply(fn, *args, **kwargs)
@@ -261,6 +286,8 @@ def save_item_head(head: ItemHead, path: str | os.PathLike, meta: dict[str, Any]
     path = Path(path)
     tensors = {"weight": head.linear.weight.detach().contiguous().cpu(),
                "bias": head.linear.bias.detach().contiguous().cpu(), "known": head.known.to(torch.uint8).cpu()}
+    if bool(head.borrowed.any()):
+        tensors["borrowed"] = head.borrowed.to(torch.uint8).cpu()
     if head.seen:
         tensors["alpha"] = head.alpha.detach().cpu()
     if head.transitions:
@@ -303,6 +330,8 @@ def load_item_head(path: str | os.PathLike, hidden: int, num_items: int) -> Item
                     transitions=tables, seen=seen)
     head.linear.weight.data.copy_(weight)
     head.linear.bias.data.copy_(tensors["bias"])
+    if "borrowed" in tensors:  # files before borrowed rows: none
+        head.borrowed.copy_(tensors["borrowed"].bool())
     if tables:
         head.beta.data.copy_(tensors["beta"])
     if seen:

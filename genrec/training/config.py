@@ -114,6 +114,9 @@ class TasksConfig:
             raise ValueError(f"tasks.cold_items must be in [0, 1) (share of items held out), got {self.cold_items}")
 
 
+DISTILL_HISTORY = ("keep", "deep", "mask")
+
+
 @dataclass
 class LossConfig:
     weights: dict[str, float] = field(default_factory=lambda: {
@@ -123,6 +126,10 @@ class LossConfig:
     temperature: float = 0.07  # InfoNCE temperature
     distill_teacher: str | None = None  # `genrec baseline --model sasrec` output dir (weights.distill > 0)
     distill_temperature: float = 1.0  # softmax temperature of the teacher's item distribution
+    # the teacher's mass on the history's own items: keep, deep (moved to the other items below the first code
+    # level; the first still says which clusters the user shops in) or mask (at every level); the target's own
+    # mass is never masked
+    distill_history: str = "keep"
 
     def __post_init__(self) -> None:
         unknown = sorted(k for k, w in self.weights.items() if w and k not in AUX_TERMS)
@@ -134,6 +141,8 @@ class LossConfig:
                              "--model sasrec` output directory trained on the same dataset")
         if self.distill_temperature <= 0:
             raise ValueError(f"losses.distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.distill_history not in DISTILL_HISTORY:
+            raise ValueError(f"losses.distill_history must be one of {DISTILL_HISTORY}, got {self.distill_history!r}")
         if self.num_negatives < 1:
             raise ValueError(f"losses.num_negatives must be >= 1, got {self.num_negatives}")
         if self.temperature <= 0:
@@ -171,6 +180,8 @@ class TrainingConfig:
     # when it has one, else its first)
     item_head_seen: bool = True  # ... and a learned weight on the history's own items (negative where users
     # never take an item twice: no slots spent on what they already have)
+    item_head_cold_neighbours: int = 10  # items never a training target borrow the mean row of this many nearest
+    # trained items by the same stream's embeddings (0: the uniform log-probability, their codes alone rank them)
     report_to: str = "none"  # experiment tracker: none | tensorboard (event files in RUN/tensorboard) | wandb |
     # mlflow; passed to TrainingArguments(report_to=...); train_log.jsonl is written either way
 
@@ -180,9 +191,10 @@ class TrainingConfig:
         if self.ranking_users < 1 or self.ranking_beams < 20:
             raise ValueError("training.ranking_users must be >= 1 and training.ranking_beams >= 20 (the ranking "
                              f"reads the top 20); got {self.ranking_users} and {self.ranking_beams}")
-        if self.item_head_transitions < 0 or self.item_head_similar < 0:
-            raise ValueError("training.item_head_transitions and training.item_head_similar must be >= 0, got "
-                             f"{self.item_head_transitions} and {self.item_head_similar}")
+        if self.item_head_transitions < 0 or self.item_head_similar < 0 or self.item_head_cold_neighbours < 0:
+            raise ValueError("training.item_head_transitions, item_head_similar and item_head_cold_neighbours must "
+                             f"be >= 0, got {self.item_head_transitions}, {self.item_head_similar} and "
+                             f"{self.item_head_cold_neighbours}")
         if self.item_head_users < 1:
             raise ValueError(f"training.item_head_users must be >= 1, got {self.item_head_users}")
         check_report_to(self.report_to, "training.report_to")

@@ -114,17 +114,19 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
                   valid_histories: Sequence[Sequence[int]], valid_targets: np.ndarray, num_items: int, *,
                   max_history: int = 20, num_beams: int = 20, extra: int = 50, seed: int = 0, progress: bool = True,
                   transitions: int = 3, similar: int = 0, embeddings: np.ndarray | None = None,
-                  neighbours: int = 50, seen: bool = True) -> tuple[ItemHead, dict[str, Any]]:
+                  neighbours: int = 50, seen: bool = True, cold_neighbours: int = 0) -> tuple[ItemHead, dict[str, Any]]:
     """Fit the head of a trained ``model`` and choose its fusion weight; returns the head and a
     report (per-epoch history, validation metrics per weight, the chosen weight). ``transitions``:
     add the transition counts of ``train_sequences`` from the history's last that many items
     (:class:`Transitions`, gaps 1..``transitions``; 0: the rows alone). ``similar``: add, from the
     last that many items, their ``neighbours`` nearest items by ``embeddings [N, D]`` (catalog
     order; :meth:`Transitions.neighbours`). ``seen``: add a learned weight on the history's own
-    items (its last ``max_history``, as many as a prompt holds)."""
-    if similar and embeddings is None:
-        raise DataError("the item head's similar-item term needs item embeddings; pass the run's item "
-                        "tokenizer embeddings, or set the similar term to 0")
+    items (its last ``max_history``, as many as a prompt holds). ``cold_neighbours``: items that
+    were never a training target borrow the mean row of that many nearest trained items by
+    ``embeddings`` (:meth:`ItemHead.borrow`; 0: they get the uniform log-probability)."""
+    if (similar or cold_neighbours) and embeddings is None:
+        raise DataError("the item head's similar-item term and borrowed rows need item embeddings; pass the run's "
+                        "item tokenizer embeddings, or set both to 0")
     if embeddings is not None and len(embeddings) != num_items:
         raise DataError(f"item embeddings have {len(embeddings)} rows but the catalog has {num_items} items; "
                         "use the embeddings of the run's item tokenizer")
@@ -142,6 +144,10 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
                                   transitions=tables, recent=(recent, recent_items(valid_histories, orders)),
                                   seen=max_history if seen else 0, log=log.info)
     head.extra = extra
+    borrowed = head.borrow(embeddings, cold_neighbours) if cold_neighbours else 0
+    if borrowed:
+        log.info("item head: %d items without a training target borrow the mean row of their %d nearest items",
+                 borrowed, cold_neighbours)
     by_weight = choose_weight(model, head, render, trie, valid_histories, valid_targets, num_beams)
     best = max(by_weight, key=lambda w: (by_weight[w]["ndcg@10"], -w))
     head.weight = float(best)
@@ -153,6 +159,7 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
               "similar": [len(t) for t in tables if t.kind == "similar"],
               "transition_weights": head.beta.detach().tolist(),
               "seen": head.seen, "seen_weight": float(head.alpha.detach().sum()) if head.seen else None,
+              "borrowed": borrowed, "cold_neighbours": cold_neighbours,
               "extra": extra, "validation_users": len(valid_targets),
               "by_weight": {str(w): m for w, m in by_weight.items()}}
     return head, report

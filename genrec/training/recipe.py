@@ -29,6 +29,8 @@ from genrec.training.config import COMPACT, SCRATCH, TrainConfig
 
 log = logging.getLogger(__name__)
 
+MASK_FROM = {"keep": None, "mask": 0, "deep": 1}  # losses.distill_history -> CodeDistillation(mask_from=)
+
 
 def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
     """Refuse to resume a run whose recorded config differs from ``cfg`` (names the keys)."""
@@ -92,11 +94,11 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     split, cold = held_out(cfg, itok, leave_one_out(ds, cfg.tasks.max_history))
     from genrec.training.item_head import similar_stream
 
-    if (cfg.training.item_head and cfg.training.item_head_similar
+    if (cfg.training.item_head and (cfg.training.item_head_similar or cfg.training.item_head_cold_neighbours)
             and similar_stream(itok, cfg.training.item_head_similar_stream) not in itok.order):
         raise ConfigError(f"training.item_head_similar_stream={cfg.training.item_head_similar_stream!r} is not a stream "
                           f"of tokenizer {itok.path} (streams {itok.order}); name one of them, or set "
-                          "training.item_head_similar=0")
+                          "training.item_head_similar=0 and training.item_head_cold_neighbours=0")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / layout.CONFIG).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
@@ -187,10 +189,10 @@ def item_head(cfg: TrainConfig, model: Any, split: Any, tok: Any, sid: int, inde
     return fit_for_model(core, render, trie, split.train, valid.histories, valid.targets, split.num_items,
                          max_history=cfg.tasks.max_history, num_beams=cfg.training.ranking_beams, seed=cfg.seed,
                          transitions=cfg.training.item_head_transitions, similar=cfg.training.item_head_similar,
-                         seen=cfg.training.item_head_seen,
+                         seen=cfg.training.item_head_seen, cold_neighbours=cfg.training.item_head_cold_neighbours,
                          embeddings=catalog_embeddings(itok, cfg.training.item_head_similar_stream,
                                                        [it.item_id for it in ds.items])
-                         if cfg.training.item_head_similar else None)
+                         if cfg.training.item_head_similar or cfg.training.item_head_cold_neighbours else None)
 
 
 def held_out(cfg: TrainConfig, itok: Any, split: Any) -> tuple[Any, np.ndarray | None]:
@@ -218,7 +220,8 @@ def held_out(cfg: TrainConfig, itok: Any, split: Any) -> tuple[Any, np.ndarray |
 def code_distillation(cfg: TrainConfig, ds: Dataset, item_token_ids: list[list[int]],
                       cold: np.ndarray | None = None) -> Any:
     """The ``distill`` term: the SASRec of ``losses.distill_teacher``, checked against the dataset and
-    the cold-start protocol (``cold [N]``: held-out items, given no teacher mass)."""
+    the cold-start protocol (``cold [N]``: held-out items, given no teacher mass), with the history
+    rule of ``losses.distill_history``."""
     from genrec.baselines.artifact import CHECKPOINT, load_sasrec
     from genrec.training.losses.distill import CodeDistillation
 
@@ -236,9 +239,11 @@ def code_distillation(cfg: TrainConfig, ds: Dataset, item_token_ids: list[list[i
                           f"tasks.cold_seed={cfg.tasks.cold_seed}; train the teacher under the same hold-out "
                           f"(`genrec baseline --model sasrec ... cold_items={cfg.tasks.cold_items} "
                           f"cold_seed={cfg.tasks.cold_seed}`)")
-    log.info("distilling from %s (temperature %s)", path, cfg.losses.distill_temperature)
+    log.info("distilling from %s (temperature %s, the history's items: %s)", path, cfg.losses.distill_temperature,
+             cfg.losses.distill_history)
     return CodeDistillation(teacher, item_token_ids, cfg.losses.distill_temperature,
-                            None if cold is None else torch.from_numpy(cold))
+                            None if cold is None else torch.from_numpy(cold),
+                            mask_from=MASK_FROM[cfg.losses.distill_history])
 
 
 def _vocabulary_texts(examples: list[Any]) -> tuple[list[str], list[str]]:
@@ -327,7 +332,9 @@ def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any
         card += (f"\n## Item head\n\n`{layout.ITEM_HEAD}`: one output row per item on the final hidden state{counts}, "
                  f"fused with the code scores at weight {w} (validation NDCG@10 {by_w[str(w)]['ndcg@10']:.4f}; the codes alone "
                  f"{by_w['0.0']['ndcg@10']:.4f}; {head[1]['validation_users']} users, `{layout.ITEM_HEAD_REPORT}`). "
-                 "`--no-item-head` ranks by the codes alone.\n")
+                 "`--no-item-head` ranks by the codes alone."
+                 + (f" The {head[1]['borrowed']} items that were never a training target borrow the mean row of their "
+                    f"{head[1]['cold_neighbours']} nearest trained items." if head[1].get("borrowed") else "") + "\n")
     (stage / layout.CARD).write_text(card, encoding="utf-8")
     layout.publish(stage, run_dir)
     log.info("wrote %s", run_dir)

@@ -41,6 +41,30 @@ def test_head_learns_the_next_item_and_is_uniform_on_unseen_items():
     assert torch.logsumexp(logp[:, :11], 1).max() <= 1e-5  # a distribution over the known items
 
 
+def test_items_without_a_target_borrow_the_rows_of_their_nearest_items(tmp_path):
+    torch.manual_seed(0)
+    states, targets = _task()
+    known = torch.bincount(targets, minlength=12) > 0
+    head, _ = fit_item_head(states[:500], targets[:500], known, (states[500:], targets[500:]), epochs=30,
+                            patience=30, lr=0.05, batch_size=64)
+    emb = torch.randn(12, 6, generator=torch.Generator().manual_seed(1))
+    emb[11] = emb[3] + 0.01  # the untrained item 11 resembles item 3
+    assert head.borrow(emb, k=0) == 0 and not head.borrowed.any()
+    assert head.borrow(emb, k=1) == 1 and head.borrowed.tolist() == [False] * 11 + [True]
+    logp = head(states[targets == 3][:5])
+    assert torch.allclose(logp[:, 11], logp[:, 3]) and bool((logp[:, 11] > logp[:, 5]).all())
+    assert torch.equal(head.linear.weight[11], head.linear.weight[3])
+    unit = torch.nn.functional.normalize(emb - emb[:11].mean(0), dim=1)  # centred on the trained items
+    near = (unit[:11] @ unit[11]).topk(2).indices
+    assert head.borrow(emb, k=2) == 1  # a second call redoes the untrained items' rows only
+    assert torch.allclose(head.linear.bias[11], head.linear.bias[near].mean())
+    assert torch.allclose(head.linear.weight[11], head.linear.weight[near].mean(0))
+    back = load_item_head(save_item_head(head, tmp_path / "h.safetensors"), 16, 12)
+    assert back.borrowed.tolist() == head.borrowed.tolist() and torch.allclose(back(states[:3]), head(states[:3]))
+    with pytest.raises(ValueError, match="embeddings have 5 rows"):
+        head.borrow(emb[:5])
+
+
 def test_head_file_round_trips_and_is_checked_against_the_model(tmp_path):
     head = ItemHead(8, torch.tensor([True, True, False, True]), weight=2.0, extra=7)
     path = save_item_head(head, tmp_path / "item_head.safetensors", {"seed": 3})

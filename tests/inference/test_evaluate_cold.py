@@ -107,3 +107,34 @@ def test_a_user_subset_without_held_out_targets_gets_no_cold_block(cold_run, tmp
     assert "test_cold" not in res and set(read_json(tmp_path / "e" / "metrics.json")) == {"test"}
     assert "Held-out items" not in (tmp_path / "e" / "comparison.md").read_text()
     assert read_json(tmp_path / "e" / "provenance.json")["holdout"]["items"] == 6
+
+
+def test_held_out_items_borrow_item_head_rows_and_rank_by_them(cold_run, tmp_path, capsys):
+    import torch
+
+    from genrec import run_dir as layout
+    from genrec.cli import main
+    from genrec.encoders.item_head import load_item_head
+
+    data = cold_run.parents[1] / "data"
+    ds = Dataset.load(data)
+    cold = cold_item_mask(ds.num_items, 0.25, 1)
+    assert main(["head", "--run", str(cold_run), "--data", str(data), "--users", "8", "--no-progress",
+                 "--cold-neighbours", "3"]) == 0
+    report = read_json(cold_run / layout.ITEM_HEAD_REPORT)
+    head = load_item_head(cold_run / layout.ITEM_HEAD, report_hidden(cold_run), ds.num_items)
+    # the held-out items were never a training target: each borrows the mean row of 3 trained items
+    assert np.array_equal(head.borrowed.numpy(), cold) and report["borrowed"] == int(cold.sum()) == 6
+    assert not head.known[torch.from_numpy(cold)].any()
+    states = torch.randn(4, head.linear.in_features)
+    assert torch.isfinite(head(states)).all() and not torch.allclose(head(states)[:, cold][:, 0], head(states)[:, cold][:, 1])
+    res = evaluate_run(cold_run, data, progress=False)
+    assert res["test_cold"]["recall@10"] == 1.0 and res["test_cold"]["invalid_rate"] == 0.0
+    for name in (layout.ITEM_HEAD, layout.ITEM_HEAD_REPORT):  # later tests see the run as trained
+        (cold_run / name).unlink()
+
+
+def report_hidden(run):
+    from genrec.inference.recommender import GenRecommender
+
+    return GenRecommender.from_pretrained(run, item_head=False).model.get_input_embeddings().weight.shape[1]

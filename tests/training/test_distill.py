@@ -129,6 +129,54 @@ def test_excluded_items_get_no_teacher_mass():
     assert probs[[0, 2, 3]] == pytest.approx(p[[0, 2, 3]] / p[[0, 2, 3]].sum())
 
 
+def test_masked_history_items_get_no_teacher_mass_but_the_target_keeps_its_own():
+    p = np.asarray([0.1, 0.3, 0.4, 0.2])
+    distill = CodeDistillation(FixedTeacher(np.log(p).tolist()), ITEM_TOKENS)
+    hist = torch.tensor([[-1, 3, 2], [1, 2, 0]])
+    probs = distill.teacher_probs(hist, torch.tensor([0, 2]), mask_history=True).numpy()
+    assert probs[0] == pytest.approx([p[0] / 0.4, p[1] / 0.4, 0.0, 0.0])  # items 2, 3 were taken already
+    assert probs[1] == pytest.approx([0.0, 0.0, 0.4 / 0.6, 0.2 / 0.6])  # a repeated target keeps its mass
+    kept = distill.teacher_probs(hist, torch.tensor([0, 2]))
+    assert kept.numpy() == pytest.approx(np.stack([p, p]))
+
+
+KEPT0, MASKED0 = {10: 0.4, 11: 0.6}, {10: 0.3 / 0.9, 11: 0.6 / 0.9}  # item 0's 0.1 leaves token 10
+KEPT1, MASKED1 = {20: 0.25, 21: 0.75}, {20: 1e-9, 21: 1.0}  # under token 10: items 0 (0.1), 1 (0.3)
+
+
+@pytest.mark.parametrize(("mask_from", "level0", "level1"), [
+    (None, KEPT0, KEPT1), (0, MASKED0, MASKED1), (1, KEPT0, MASKED1)])
+def test_history_mass_leaves_the_levels_from_mask_from(mask_from, level0, level1):
+    p = np.asarray([0.1, 0.3, 0.4, 0.2])
+    distill = CodeDistillation(FixedTeacher(np.log(p).tolist()), ITEM_TOKENS, mask_from=mask_from)
+    hidden = torch.eye(4).unsqueeze(0)
+    args = (torch.tensor([0]), torch.tensor([0]), torch.tensor([[-1, 0]]), torch.tensor([1]))  # item 0 taken
+    matching = _student({0: {t: np.log(v) for t, v in level0.items()}, 1: {t: np.log(v) for t, v in level1.items()}})
+    assert float(distill(lambda h: h @ matching, hidden, *args)) == pytest.approx(0.0, abs=1e-5)
+    kept = _student({0: {t: np.log(v) for t, v in KEPT0.items()}, 1: {t: np.log(v) for t, v in KEPT1.items()}})
+    assert (float(distill(lambda h: h @ kept, hidden, *args)) > 0.01) is (mask_from is not None)
+
+
+@pytest.mark.parametrize(("setting", "mask_from"), [("keep", None), ("mask", 0), ("deep", 1)])
+def test_distill_history_setting_decides_the_mask(teacher, setting, mask_from):
+    from genrec.data.dataset import Dataset
+    from genrec.training.config import LossConfig, TrainConfig
+    from genrec.training.recipe import code_distillation
+
+    ds = Dataset.load(teacher.parent / "data")
+    cfg = TrainConfig(data=str(teacher.parent / "data"), tokenizer="unused", losses=LossConfig(
+        weights={"distill": 1.0}, distill_teacher=str(teacher), distill_history=setting))
+    assert code_distillation(cfg, ds, [[10 + i] for i in range(ds.num_items)]).mask_from == mask_from
+    assert LossConfig().distill_history == "keep"
+
+
+def test_unknown_distill_history_setting_is_refused():
+    from genrec.training.config import LossConfig
+
+    with pytest.raises(ValueError, match="distill_history must be one of"):
+        LossConfig(distill_history="drop")
+
+
 def test_a_cold_start_run_needs_a_teacher_under_the_same_hold_out(tmp_path, teacher):
     cold = ["tasks.cold_items=0.25", "tasks.cold_seed=1"]
     with pytest.raises(ConfigError, match=r"trained with cold_items=0.0 .* tasks.cold_items=0.25"):

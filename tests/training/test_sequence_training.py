@@ -169,6 +169,9 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     assert "and a learned weight" in card and "on the history's own items" in card
     assert report["similar"] == [len(t) for t in head.transitions if t.kind == "similar"] and report["similar"][0] > 0
     assert len(head.transitions[0]) > 0
+    # items that were never a training target would borrow rows (tests/inference/test_evaluate_cold.py)
+    assert report["borrowed"] == int((~head.known).sum()) == int(head.borrowed.sum())
+    assert report["cold_neighbours"] == 10
     head.weight = 4.0  # let the head matter for the checks below
     rec.item_head = head
     recs = rec.recommend(["m1", "m2", "m3"], k=5, exclude="history")
@@ -193,9 +196,9 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     assert "validation NDCG@10" in capsys.readouterr().out
     assert load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items).known.any()
     assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
-                 "--transitions", "0", "--similar", "0", "--no-seen"]) == 0
+                 "--transitions", "0", "--similar", "0", "--no-seen", "--cold-neighbours", "0"]) == 0
     bare = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)
-    assert bare.transitions == [] and bare.seen == 0 and bare.orders == 0
+    assert bare.transitions == [] and bare.seen == 0 and bare.orders == 0 and not bare.borrowed.any()
     assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
                  "--transitions", "1", "--similar", "2", "--similar-stream", "behavior"]) == 0
     back = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)

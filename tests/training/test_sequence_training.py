@@ -137,8 +137,10 @@ def test_bad_sequence_settings_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="item_row_min_count must be >= 0"):
         load_config(TrainConfig, None, [*base, "tasks.mix={sequence: 1}", "model.item_embeddings=[id]",
                                         "model.item_row_min_count=-1"])
-    with pytest.raises(ConfigError, match="item_head_similar must be >= 0"):
-        load_config(TrainConfig, None, [*base, "training.item_head_similar=-1"])
+    for key in ("item_head_similar", "item_head_cold_neighbours"):
+        with pytest.raises(ConfigError, match=r"item_head_similar and item_head_cold_neighbours must be >= 0, got "
+                                              r"3, -?\d+ and -?\d+"):
+            load_config(TrainConfig, None, [*base, f"training.{key}=-1"])
     assert tiny_dataset().num_items == 24
 
 

@@ -41,9 +41,9 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # The behavior stream of the demo's tokenizer: the SASRec baseline's item table (no DIN training).
 DEMO_TOKEN_OVERRIDES = ["behavior.encoder=precomputed", "behavior.din=null", "plots=true"]
 DEMO_SASREC_OVERRIDES = ["epochs=15", "patience=3"]
-# The small model in the demo: its recipe, with 256 instead of 512 validation users for the checkpoint
-# and the item head's weight (the demo's time budget).
-DEMO_TINY_OVERRIDES = ["training.ranking_users=256", "training.item_head_users=256"]
+# The small model in the demo: its recipe, with 128 instead of 512 validation users for the checkpoint
+# and 256 for the item head's weight (the demo's time budget).
+DEMO_TINY_OVERRIDES = ["training.ranking_users=128", "training.item_head_users=256"]
 # The LLM in the demo: the sequence task, as the small model.
 DEMO_LLM_OVERRIDES = [("tasks.mix={seqrec: 0, item2index: 0, index2item: 0, fusion_titles: 0, fusion_next_title: 0, "
                       "sequence: 1.0}"), "tasks.max_eval_examples=16", "training.early_stopping_patience=0"]

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from genrec.baselines.artifact import CHECKPOINT, load_sasrec
 from genrec.data.dataset import Dataset
 from genrec.data.split import leave_one_out
+from genrec.io import write_json
 from genrec.training.losses.distill import CodeDistillation
 
 
@@ -43,18 +44,19 @@ def history_mass(baseline: Path, data: Path, prefixes: int = 2000, seed: int = 0
         hist.append([-1] * (teacher.max_len - len(h)) + h)
         targets.append(int(seqs[i][cut]))
     hist_t, tgt = torch.tensor(hist), torch.tensor(targets)
-    on_hist, on_target = [], []
+    on_hist, on_target, in_hist = [], [], []
     with torch.no_grad():
         for lo in range(0, len(hist_t), batch_size):
             h, t = hist_t[lo:lo + batch_size], tgt[lo:lo + batch_size]
             p = torch.softmax(teacher.score(h).float(), dim=-1)  # [B, N]
             seen = CodeDistillation.history_mask(h, None, p.shape[1])
+            rows = torch.arange(len(t))
             on_hist.append((p * seen).sum(1))
-            on_target.append(p[torch.arange(len(t)), t])
-    seen_t = CodeDistillation.history_mask(hist_t, None, split.num_items)
+            on_target.append(p[rows, t])
+            in_hist.append(seen[rows, t].float())
     return {"prefixes": len(hist_t), "history_mass": float(torch.cat(on_hist).mean()),
             "target_mass": float(torch.cat(on_target).mean()),
-            "target_in_history": float(seen_t[torch.arange(len(tgt)), tgt].float().mean())}
+            "target_in_history": float(torch.cat(in_hist).mean())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
               **history_mass(args.baseline, args.data, args.prefixes, args.seed)}
     print(json.dumps(result, indent=1))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
     return 0
 
 

@@ -76,16 +76,12 @@ class CodeDistillation(nn.Module):
         return seen
 
     @torch.no_grad()
-    def teacher_probs(self, hist: torch.Tensor, targets: torch.Tensor | None = None,
-                      mask_history: bool = False) -> torch.Tensor:
-        """Teacher next-item probabilities ``[T, N]`` for left-padded histories ``[T, L]`` (with
-        ``mask_history``, none on the items of ``hist`` other than ``targets [T]``)."""
+    def teacher_probs(self, hist: torch.Tensor) -> torch.Tensor:
+        """Teacher next-item probabilities ``[T, N]`` for left-padded histories ``[T, L]``."""
         max_len = getattr(self.teacher, "max_len", hist.shape[1])
         scores = self.teacher.score(hist[:, -max_len:]).float()
         if self.exclude is not None:
             scores = scores.masked_fill(self.exclude.to(scores.device), float("-inf"))
-        if mask_history:
-            scores = scores.masked_fill(self.history_mask(hist, targets, scores.shape[1]), float("-inf"))
         return F.softmax(scores / self.temperature, dim=-1)
 
     def forward(self, logits_fn: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, rows: torch.Tensor,

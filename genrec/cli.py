@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import Any
 
 from genrec.errors import GenrecError
 
@@ -158,28 +159,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(handler="genrec.training.recipe:main")
 
-    p = sub.add_parser("head", help="fit a trained run's item head (per-item scores fused with the codes)")
+    p = sub.add_parser("head", help="fit a trained run's item head (per-item scores fused with the codes)",
+                       description="Fit a trained run's item head. Every setting left out is taken from the run's "
+                                   "recorded config (training.item_head_*, training.ranking_beams, seed), so with "
+                                   "no options this refits the head the recipe fits after training.")
     p.add_argument("--run", required=True, help="run directory written by `genrec train`")
     p.add_argument("--data", required=True, help="canonical dataset directory the run was trained on")
-    p.add_argument("--users", type=int, default=2048,
-                   help="validation users that select the head's epoch and fusion weight (default 2048; 0: all)")
-    p.add_argument("--num-beams", type=int, default=20, help="beam width the weight is chosen with (default 20)")
+    p.add_argument("--users", type=int, default=None,
+                   help="validation users that select the head's epoch and fusion weight (default: the run's "
+                        "training.item_head_users; 0: all)")
+    p.add_argument("--num-beams", type=int, default=None,
+                   help="beam width the weight is chosen with (default: the run's training.ranking_beams)")
     p.add_argument("--extra", type=int, default=50, help="head's best items added to the beam's (default 50)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fit and of the validation users (default 0)")
-    p.add_argument("--transitions", type=int, default=3,
-                   help="transition counts from the history's last N items (gaps 1..N) beside the rows (default 3; "
-                        "0: the rows alone)")
-    p.add_argument("--similar", type=int, default=1,
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the fit and of the validation users (default: the run's seed)")
+    p.add_argument("--transitions", type=int, default=None,
+                   help="transition counts from the history's last N items (gaps 1..N) beside the rows (default: "
+                        "the run's training.item_head_transitions; 0: the rows alone)")
+    p.add_argument("--similar", type=int, default=None,
                    help="the nearest items of the history's last N items by their embeddings beside the counts "
-                        "(default 1; 0: off)")
-    p.add_argument("--similar-stream", default="auto",
-                   help="item tokenizer stream whose embeddings define the nearest items (default auto: behavior "
-                        "when the tokenizer has it, else its first stream)")
-    p.add_argument("--cold-neighbours", type=int, default=10,
+                        "(default: the run's training.item_head_similar; 0: off)")
+    p.add_argument("--similar-stream", default=None,
+                   help="item tokenizer stream whose embeddings define the nearest items (default: the run's "
+                        "training.item_head_similar_stream; auto: behavior when the tokenizer has it, else its "
+                        "first stream)")
+    p.add_argument("--cold-neighbours", type=int, default=None,
                    help="items never a training target borrow the mean row of their N nearest trained items by "
-                        "the same embeddings (default 10; 0: they get the uniform log-probability)")
-    p.add_argument("--no-seen", action="store_true",
-                   help="leave out the learned weight on the history's own items (default: fitted)")
+                        "the same embeddings (default: the run's training.item_head_cold_neighbours; 0: they get "
+                        "the uniform log-probability)")
+    p.add_argument("--seen", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit a learned weight on the history's own items (default: the run's "
+                        "training.item_head_seen)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler="genrec.cli:head_main")
@@ -214,6 +224,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def head_settings(args: argparse.Namespace, cfg: dict[str, Any]) -> argparse.Namespace:
+    """``genrec head``'s options with each one left out taken from the run's recorded config ``cfg``
+    (the settings ``training.item_head`` fits with), else the training defaults."""
+    from genrec.training.config import TrainingConfig
+
+    base = TrainingConfig()
+    training = cfg.get("training") or {}
+
+    def pick(given: Any, key: str) -> Any:
+        return given if given is not None else training.get(key, getattr(base, key))
+
+    return argparse.Namespace(**{
+        **vars(args),
+        "users": pick(args.users, "item_head_users"), "num_beams": pick(args.num_beams, "ranking_beams"),
+        "seed": args.seed if args.seed is not None else int(cfg.get("seed", 0)),
+        "transitions": pick(args.transitions, "item_head_transitions"),
+        "similar": pick(args.similar, "item_head_similar"),
+        "similar_stream": pick(args.similar_stream, "item_head_similar_stream"),
+        "cold_neighbours": pick(args.cold_neighbours, "item_head_cold_neighbours"),
+        "seen": pick(args.seen, "item_head_seen")})
+
+
 def head_main(args: argparse.Namespace) -> int:
     """``genrec head``: fit the run's item head on its training sequences and write it into the run."""
     import torch
@@ -230,6 +262,7 @@ def head_main(args: argparse.Namespace) -> int:
     from genrec.training.item_head import catalog_embeddings, fit_for_model
 
     set_threads(args.threads)
+    args = head_settings(args, layout.read_config(layout.require_loadable(args.run)))
     if (args.users < 0 or args.num_beams < 1 or args.extra < 0 or args.transitions < 0 or args.similar < 0
             or args.cold_neighbours < 0):
         raise ConfigError("--users must be >= 0, --num-beams >= 1, --extra >= 0, --transitions >= 0, "
@@ -246,7 +279,7 @@ def head_main(args: argparse.Namespace) -> int:
                                  rec.num_items, max_history=rec.max_history, num_beams=args.num_beams,
                                  extra=args.extra, seed=args.seed, progress=not args.no_progress,
                                  transitions=args.transitions, similar=args.similar, embeddings=emb,
-                                 seen=not args.no_seen, cold_neighbours=args.cold_neighbours)
+                                 seen=args.seen, cold_neighbours=args.cold_neighbours)
     run = rec.run_dir
     save_item_head(head, run / layout.ITEM_HEAD, {"data": str(args.data), "seed": args.seed})
     write_json(run / layout.ITEM_HEAD_REPORT, report)

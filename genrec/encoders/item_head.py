@@ -220,7 +220,7 @@ def fit_item_head(states: torch.Tensor, targets: torch.Tensor, known: torch.Tens
     items; ``next`` tables counted on the same training sequences) and ``recent = (training
     examples' recent items [T, K], validation users' [U, K])`` the head learns the weight of each
     table, and with ``seen`` that of the last ``seen`` items themselves (``K >= seen``). Returns the
-    head and one record per epoch."""
+    head and one record per epoch. Every random draw comes from ``seed``."""
     gen = torch.Generator().manual_seed(seed)
     tables = list(transitions) if recent is not None else []
     head = ItemHead(states.shape[1], known, transitions=tables, seen=seen if recent is not None else 0)
@@ -241,7 +241,9 @@ def fit_item_head(states: torch.Tensor, targets: torch.Tensor, known: torch.Tens
         head.train()
         for start in range(0, len(order), batch_size):
             b = order[start:start + batch_size]
-            x = nn.functional.dropout(states[b], dropout, training=True)
+            x = states[b]
+            if dropout > 0:  # the mask from `gen`: the fit does not depend on the caller's RNG state
+                x = x * torch.empty_like(x).bernoulli_(1.0 - dropout, generator=gen) / (1.0 - dropout)
             logits = head.logits(x)
             if uses_recent:
                 logits = logits + head.history_logits(train_recent[b], targets[b])

@@ -91,9 +91,11 @@ def _baseline(args: list[str]) -> int:
     return cli.main(["baseline", *args])
 
 
-def test_cli_text_sasrec_and_cold_start_metrics(successor, tmp_path):
+def test_cli_text_sasrec_and_cold_start_metrics(successor, tmp_path, monkeypatch):
     data = successor.save(tmp_path / "ds")
     llm = make_tiny_llm(tmp_path / "llm")
+    # the vectors of this throw-away model are cached under tmp_path, not in the user's genrec cache
+    monkeypatch.setattr("genrec.encoders.text.genrec_cache_dir", lambda: tmp_path / "cache")
     cold = ["cold_items=0.2", "cold_seed=1"]
     opts = [f"{k}={v}" for k, v in {**FAST, "epochs": 3}.items()]
     assert _baseline(["--data", str(data), "--model", "sasrec", "--out", str(tmp_path / "text"), *cold, *opts,

@@ -192,11 +192,17 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     assert fused["item_head"] == 4.0 and fused["test"]["invalid_rate"] == 0.0
     plain = evaluate_run(run, data, max_users=10, seed=0, item_head=False)
     assert plain["item_head"] is None
-    # `genrec head` refits it on a finished run; a head of another catalog is refused with the fix
+    # `genrec head` refits it on a finished run: with no options, the head the recipe fitted
+    fitted = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)
     (run / layout.ITEM_HEAD).unlink()
-    assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress"]) == 0
-    assert "validation NDCG@10" in capsys.readouterr().out
-    assert load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items).known.any()
+    assert main(["head", "--run", str(run), "--data", str(data), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "validation NDCG@10" in out and "on 8 users" in out  # the run's training.item_head_users
+    refit = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)
+    assert refit.weight == fitted.weight and torch.equal(refit.known, fitted.known)
+    for name, tensor in fitted.state_dict().items():
+        torch.testing.assert_close(refit.state_dict()[name], tensor, msg=name)
+    # a head of another catalog is refused with the fix
     assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
                  "--transitions", "0", "--similar", "0", "--no-seen", "--cold-neighbours", "0"]) == 0
     bare = load_item_head(run / layout.ITEM_HEAD, hidden, rec.num_items)

@@ -119,7 +119,7 @@ def rescore(baseline_dir: str | Path, data_dir: str | Path, split: str = "test",
                         "expected pop or sasrec); re-evaluating it on a user subset needs its saved model")
     ds = Dataset.load(data_dir)
     if model == "pop":
-        cfg = from_dict(PopularityConfig, yaml.safe_load((bdir / CONFIG).read_text(encoding="utf-8")))
+        cfg = from_dict(PopularityConfig, own)
         net = None
     else:
         net, cfg = load_sasrec(bdir / CHECKPOINT)

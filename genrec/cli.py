@@ -263,6 +263,10 @@ def head_main(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     args = head_settings(args, layout.read_config(layout.require_loadable(args.run)))
+    logging.getLogger(__name__).info(
+        "item head settings: users %s, beams %d, seed %d, transitions %d, similar %d (%s), cold neighbours %d, "
+        "seen weight %s", args.users or "all", args.num_beams, args.seed, args.transitions, args.similar,
+        args.similar_stream, args.cold_neighbours, "on" if args.seen else "off")
     if (args.users < 0 or args.num_beams < 1 or args.extra < 0 or args.transitions < 0 or args.similar < 0
             or args.cold_neighbours < 0):
         raise ConfigError("--users must be >= 0, --num-beams >= 1, --extra >= 0, --transitions >= 0, "

@@ -33,12 +33,13 @@ def _at10(ranked: list[str], target: str) -> tuple[float, float]:
     return 1.0, float(1.0 / np.log2(top.index(target) + 2))
 
 
-def measure(data: str, predictions: str, max_history: int = 20) -> dict[str, float]:
+def measure(data: str, predictions: str, max_history: int = 20, split: str = "test") -> dict[str, float]:
+    """The numbers above for a ``genrec evaluate`` output of ``split``."""
     from genrec.data.dataset import Dataset
     from genrec.data.split import leave_one_out
 
     ds = Dataset.load(data)
-    test = leave_one_out(ds, max_history).test
+    test = getattr(leave_one_out(ds, max_history), split)
     hist = {ds.users[u]: {ds.items[int(i)].item_id for i in h if i >= 0} for u, h in zip(test.users, test.histories)}
     interactions = sum(len(s) for s in ds.sequences)
     repeats = interactions - sum(len(set(s.tolist())) for s in ds.sequences)

@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=None,
                    help="validation users that select the head's epoch and fusion weight (default: the run's "
                         "training.item_head_users; 0: all)")
+    p.add_argument("--epoch-users", type=int, default=None,
+                   help="validation users whose head-alone NDCG@10 picks the head's epoch, a forward each (default: "
+                        "the run's training.item_head_epoch_users, else the --users ones; 0: all)")
     p.add_argument("--num-beams", type=int, default=None,
                    help="beam width the weight is chosen with (default: the run's training.ranking_beams)")
     p.add_argument("--extra", type=int, default=50, help="head's best items added to the beam's (default 50)")
@@ -238,6 +241,7 @@ def head_settings(args: argparse.Namespace, cfg: dict[str, Any]) -> argparse.Nam
     return argparse.Namespace(**{
         **vars(args),
         "users": pick(args.users, "item_head_users"), "num_beams": pick(args.num_beams, "ranking_beams"),
+        "epoch_users": pick(args.epoch_users, "item_head_epoch_users"),
         "seed": args.seed if args.seed is not None else int(cfg.get("seed", 0)),
         "transitions": pick(args.transitions, "item_head_transitions"),
         "similar": pick(args.similar, "item_head_similar"),
@@ -264,17 +268,21 @@ def head_main(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     args = head_settings(args, layout.read_config(layout.require_loadable(args.run)))
     logging.getLogger(__name__).info(
-        "item head settings: users %s, beams %d, seed %d, transitions %d, similar %d (%s), cold neighbours %d, "
-        "seen weight %s", args.users or "all", args.num_beams, args.seed, args.transitions, args.similar,
+        "item head settings: users %s (epoch choice: %s), beams %d, seed %d, transitions %d, similar %d (%s), "
+        "cold neighbours %d, seen weight %s", args.users or "all",
+        "the same" if args.epoch_users is None else args.epoch_users or "all", args.num_beams, args.seed,
+        args.transitions, args.similar,
         args.similar_stream, args.cold_neighbours, "on" if args.seen else "off")
     if (args.users < 0 or args.num_beams < 1 or args.extra < 0 or args.transitions < 0 or args.similar < 0
-            or args.cold_neighbours < 0):
-        raise ConfigError("--users must be >= 0, --num-beams >= 1, --extra >= 0, --transitions >= 0, "
-                          "--similar >= 0 and --cold-neighbours >= 0")
+            or args.cold_neighbours < 0 or (args.epoch_users is not None and args.epoch_users < 0)):
+        raise ConfigError("--users must be >= 0, --epoch-users >= 0, --num-beams >= 1, --extra >= 0, "
+                          "--transitions >= 0, --similar >= 0 and --cold-neighbours >= 0")
     torch.manual_seed(args.seed)
     rec = GenRecommender.from_pretrained(args.run, device="cpu", data_dir=args.data, item_head=False)
     _, split, _, _ = served_split(rec, args.data)  # training never saw held-out items: neither does the head
     valid = subset(split.valid, sample_users(len(split.valid), args.users or None, args.seed))
+    picks = None if args.epoch_users is None else subset(
+        split.valid, sample_users(len(split.valid), args.epoch_users or None, args.seed))
     emb = None
     if args.similar or args.cold_neighbours:
         itok = load_item_tokenizer(rec.run_dir / layout.ITEM_TOKENIZER)
@@ -283,7 +291,8 @@ def head_main(args: argparse.Namespace) -> int:
                                  rec.num_items, max_history=rec.max_history, num_beams=args.num_beams,
                                  extra=args.extra, seed=args.seed, progress=not args.no_progress,
                                  transitions=args.transitions, similar=args.similar, embeddings=emb,
-                                 seen=args.seen, cold_neighbours=args.cold_neighbours)
+                                 seen=args.seen, cold_neighbours=args.cold_neighbours,
+                                 epoch_users=None if picks is None else (picks.histories, picks.targets))
     run = rec.run_dir
     save_item_head(head, run / layout.ITEM_HEAD, {"data": str(args.data), "seed": args.seed})
     write_json(run / layout.ITEM_HEAD_REPORT, report)

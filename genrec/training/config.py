@@ -174,6 +174,8 @@ class TrainingConfig:
     item_head: bool = False  # after training, fit the item head (per-item scores fused with the codes at
     # decoding; `genrec head` does the same for a finished run)
     item_head_users: int = 2048  # validation users that select the item head's epoch and fusion weight
+    item_head_epoch_users: int | None = None  # validation users whose head-alone NDCG@10 picks the head's epoch
+    # (a forward each, no beam search): None = the item_head_users ones, 0 = every validation user
     item_head_transitions: int = 3  # the head adds item -> item transition counts from the history's last N items
     item_head_similar: int = 1  # ... and each of the history's last N items' nearest items by embedding (0: off)
     item_head_similar_stream: str = "auto"  # whose embeddings: a stream of the item tokenizer (auto: behavior
@@ -197,6 +199,9 @@ class TrainingConfig:
                              f"{self.item_head_cold_neighbours}")
         if self.item_head_users < 1:
             raise ValueError(f"training.item_head_users must be >= 1, got {self.item_head_users}")
+        if self.item_head_epoch_users is not None and self.item_head_epoch_users < 0:
+            raise ValueError("training.item_head_epoch_users must be >= 0 (0: every validation user) or null (the "
+                             f"item_head_users ones), got {self.item_head_epoch_users}")
         check_report_to(self.report_to, "training.report_to")
 
 

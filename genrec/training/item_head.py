@@ -114,7 +114,9 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
                   valid_histories: Sequence[Sequence[int]], valid_targets: np.ndarray, num_items: int, *,
                   max_history: int = 20, num_beams: int = 20, extra: int = 50, seed: int = 0, progress: bool = True,
                   transitions: int = 3, similar: int = 0, embeddings: np.ndarray | None = None,
-                  neighbours: int = 50, seen: bool = True, cold_neighbours: int = 0) -> tuple[ItemHead, dict[str, Any]]:
+                  neighbours: int = 50, seen: bool = True, cold_neighbours: int = 0,
+                  epoch_users: tuple[Sequence[Sequence[int]], np.ndarray] | None = None
+                  ) -> tuple[ItemHead, dict[str, Any]]:
     """Fit the head of a trained ``model`` and choose its fusion weight; returns the head and a
     report (per-epoch history, validation metrics per weight, the chosen weight). ``transitions``:
     add the transition counts of ``train_sequences`` from the history's last that many items
@@ -123,7 +125,10 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
     order; :meth:`Transitions.neighbours`). ``seen``: add a learned weight on the history's own
     items (its last ``max_history``, as many as a prompt holds). ``cold_neighbours``: items that
     were never a training target borrow the mean row of that many nearest trained items by
-    ``embeddings`` (:meth:`ItemHead.borrow`; 0: they get the uniform log-probability)."""
+    ``embeddings`` (:meth:`ItemHead.borrow`; 0: they get the uniform log-probability).
+    ``epoch_users = (histories, targets)``: the validation users whose head-alone NDCG@10 picks the
+    head's epoch (one forward each, so they can be many more than the beam-searched users of the
+    weight choice); ``None``: ``valid_histories`` / ``valid_targets``."""
     if (similar or cold_neighbours) and embeddings is None:
         raise DataError("the item head's similar-item term and borrowed rows need item embeddings; pass the run's "
                         "item tokenizer embeddings, or set both to 0")
@@ -134,14 +139,17 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
     orders = max(transitions, similar, max_history if seen else 0)
     states, targets, recent = prefix_states(model, render, train_sequences, max_history, progress, orders)
     known = torch.bincount(targets, minlength=num_items) > 0
+    pick_histories, pick_targets = epoch_users if epoch_users is not None else (valid_histories, valid_targets)
     with torch.inference_mode():
-        v_states = torch.stack([_forward_states(model, *render(h))[-1] for h in valid_histories]).cpu()
+        v_states = torch.stack([_forward_states(model, *render(h))[-1]
+                                for h in tqdm(pick_histories, desc="item head: validation states",
+                                              disable=not progress, mininterval=5)]).cpu()
     tables = [Transitions.count(train_sequences, num_items, gap) for gap in range(1, transitions + 1)]
     if similar:
         near = Transitions.neighbours(embeddings, neighbours)
         tables += [Transitions(near.indptr, near.indices, near.values, gap, "similar") for gap in range(1, similar + 1)]
-    head, history = fit_item_head(states, targets, known, (v_states, torch.as_tensor(valid_targets)), seed=seed,
-                                  transitions=tables, recent=(recent, recent_items(valid_histories, orders)),
+    head, history = fit_item_head(states, targets, known, (v_states, torch.as_tensor(np.asarray(pick_targets))),
+                                  seed=seed, transitions=tables, recent=(recent, recent_items(pick_histories, orders)),
                                   seen=max_history if seen else 0, log=log.info)
     head.extra = extra
     borrowed = head.borrow(embeddings, cold_neighbours) if cold_neighbours else 0
@@ -160,6 +168,6 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
               "transition_weights": head.beta.detach().tolist(),
               "seen": head.seen, "seen_weight": float(head.alpha.detach().sum()) if head.seen else None,
               "borrowed": borrowed, "cold_neighbours": cold_neighbours,
-              "extra": extra, "validation_users": len(valid_targets),
+              "extra": extra, "validation_users": len(valid_targets), "epoch_users": len(pick_targets),
               "by_weight": {str(w): m for w, m in by_weight.items()}}
     return head, report

@@ -141,6 +141,9 @@ def test_bad_sequence_settings_name_the_key(tmp_path):
         with pytest.raises(ConfigError, match=r"item_head_similar and item_head_cold_neighbours must be >= 0, got "
                                               r"3, -?\d+ and -?\d+"):
             load_config(TrainConfig, None, [*base, f"training.{key}=-1"])
+    with pytest.raises(ConfigError, match="item_head_epoch_users must be >= 0"):
+        load_config(TrainConfig, None, [*base, "training.item_head_epoch_users=-1"])
+    assert load_config(TrainConfig, None, [*base, "training.item_head_epoch_users=0"]).training.item_head_epoch_users == 0
     assert tiny_dataset().num_items == 24
 
 
@@ -153,8 +156,11 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     from genrec.inference.recommender import GenRecommender
 
     run = make_tiny_run(tmp_path, mode="full", overrides=[*SCRATCH, *SEQUENCE, "model.item_embeddings=[id]",
-                                                          "training.item_head=true", "training.item_head_users=8"])
+                                                          "training.item_head=true", "training.item_head_users=8",
+                                                          "training.item_head_epoch_users=0"])
     report = json.loads((run / layout.ITEM_HEAD_REPORT).read_text())
+    # the epoch picked on every validation user (a forward each), the weight on 8 (beam search each)
+    assert report["validation_users"] == 8 and report["epoch_users"] > 8
     assert report["states"] > 0 and report["weight"] in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     assert "## Item head" in (run / "README.md").read_text()
     card = (run / "README.md").read_text()
@@ -202,6 +208,9 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     assert refit.weight == fitted.weight and torch.equal(refit.known, fitted.known)
     for name, tensor in fitted.state_dict().items():
         torch.testing.assert_close(refit.state_dict()[name], tensor, msg=name)
+    assert report["epoch_users"] == len(leave_one_out(Dataset.load(data), 20).valid.targets)
+    assert main(["head", "--run", str(run), "--data", str(data), "--no-progress", "--epoch-users", "5"]) == 0
+    assert json.loads((run / layout.ITEM_HEAD_REPORT).read_text())["epoch_users"] == 5
     # a head of another catalog is refused with the fix
     assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
                  "--transitions", "0", "--similar", "0", "--no-seen", "--cold-neighbours", "0"]) == 0

@@ -1,6 +1,8 @@
 """One tiny trained run (and its loaded recommender) shared by the recommend / evaluate / serve tests."""
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -31,3 +33,17 @@ def rec(tiny_run):
     from genrec.inference.recommender import GenRecommender
 
     return GenRecommender.from_pretrained(tiny_run, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def load_bench():
+    """``load_bench(name)``: the script ``bench/<name>.py`` imported as a module."""
+    root = Path(__file__).resolve().parents[2] / "bench"
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

@@ -1,21 +1,14 @@
 """bench/code_levels.py: per-level accuracy of the next item's index, teacher forced."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def code_levels():
-    spec = importlib.util.spec_from_file_location("code_levels", ROOT / "bench" / "code_levels.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def code_levels(load_bench):
+    return load_bench("code_levels")
 
 
 def test_children_and_level_stats(code_levels):

@@ -1,24 +1,17 @@
 """bench/seeds.py: one recipe's evaluations over seeds, beside the baselines re-scored on the same users."""
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from genrec.baselines.run import run_baseline
 from genrec.inference.evaluate import baseline_metrics, evaluate_run
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def seeds():
-    spec = importlib.util.spec_from_file_location("seeds", ROOT / "bench" / "seeds.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def seeds(load_bench):
+    return load_bench("seeds")
 
 
 def test_mean_std_and_ratios_on_the_evaluated_users(seeds, tiny_run, rec, tmp_path, capsys):

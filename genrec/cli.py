@@ -255,7 +255,6 @@ def head_main(args: argparse.Namespace) -> int:
     import torch
 
     from genrec import run_dir as layout
-    from genrec.data.split import sample_users, subset
     from genrec.encoders.item_head import save_item_head
     from genrec.errors import ConfigError
     from genrec.inference.evaluate import served_split
@@ -263,7 +262,7 @@ def head_main(args: argparse.Namespace) -> int:
     from genrec.io import write_json
     from genrec.item_tokenizer.artifact import load_item_tokenizer
     from genrec.runtime import set_threads
-    from genrec.training.item_head import catalog_embeddings, fit_for_model
+    from genrec.training.item_head import catalog_embeddings, fit_for_model, head_users
 
     set_threads(args.threads)
     args = head_settings(args, layout.read_config(layout.require_loadable(args.run)))
@@ -280,9 +279,7 @@ def head_main(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     rec = GenRecommender.from_pretrained(args.run, device="cpu", data_dir=args.data, item_head=False)
     _, split, _, _ = served_split(rec, args.data)  # training never saw held-out items: neither does the head
-    valid = subset(split.valid, sample_users(len(split.valid), args.users or None, args.seed))
-    picks = None if args.epoch_users is None else subset(
-        split.valid, sample_users(len(split.valid), args.epoch_users or None, args.seed))
+    valid, picks = head_users(split.valid, args.users, args.epoch_users, args.seed)
     emb = None
     if args.similar or args.cold_neighbours:
         itok = load_item_tokenizer(rec.run_dir / layout.ITEM_TOKENIZER)
@@ -292,7 +289,7 @@ def head_main(args: argparse.Namespace) -> int:
                                  extra=args.extra, seed=args.seed, progress=not args.no_progress,
                                  transitions=args.transitions, similar=args.similar, embeddings=emb,
                                  seen=args.seen, cold_neighbours=args.cold_neighbours,
-                                 epoch_users=None if picks is None else (picks.histories, picks.targets))
+                                 epoch_users=picks)
     run = rec.run_dir
     save_item_head(head, run / layout.ITEM_HEAD, {"data": str(args.data), "seed": args.seed})
     write_json(run / layout.ITEM_HEAD_REPORT, report)

@@ -91,6 +91,19 @@ def catalog_embeddings(itok: Any, stream: str, item_ids: Sequence[str]) -> np.nd
     return np.asarray(itok.embeddings(stream, mmap=False)[[rows[i] for i in item_ids]], dtype=np.float32)
 
 
+def head_users(valid: Any, users: int, epoch_users: int | None, seed: int) -> tuple[Any, tuple | None]:
+    """The seeded validation users of a head fit from the ``valid`` split: ``(the weight's users,
+    (histories, targets) of the epoch's users or None)``; ``users`` / ``epoch_users`` 0 = all,
+    ``epoch_users`` None = the weight's users (:func:`fit_for_model`'s ``epoch_users``)."""
+    from genrec.data.split import sample_users, subset
+
+    weight = subset(valid, sample_users(len(valid), users or None, seed))
+    if epoch_users is None:
+        return weight, None
+    picks = subset(valid, sample_users(len(valid), epoch_users or None, seed))
+    return weight, (picks.histories, picks.targets)
+
+
 def choose_weight(model: Any, head: ItemHead, render: Render, trie: ItemTrie, histories: Sequence[Sequence[int]],
                   targets: np.ndarray, num_beams: int, weights: Sequence[float] = WEIGHTS, batch_size: int = 32
                   ) -> dict[float, dict[str, float]]:

@@ -180,19 +180,16 @@ def item_head(cfg: TrainConfig, model: Any, split: Any, tok: Any, sid: int, inde
               codes: list[list[str]], itok: Any, ds: Dataset) -> tuple[Any, dict]:
     """``training.item_head``: the trained model's item head and its fit report
     (:mod:`genrec.training.item_head`), on ``training.item_head_users`` seeded validation users."""
-    from genrec.data.split import sample_users, subset
-    from genrec.training.item_head import catalog_embeddings, fit_for_model
+    from genrec.training.item_head import catalog_embeddings, fit_for_model, head_users
 
     render, trie = serving_renderer(cfg, tok, sid, index, codes)
-    valid = subset(split.valid, sample_users(len(split.valid), cfg.training.item_head_users, cfg.seed))
-    n_epoch = cfg.training.item_head_epoch_users
-    picks = None if n_epoch is None else subset(split.valid, sample_users(len(split.valid), n_epoch or None, cfg.seed))
+    valid, picks = head_users(split.valid, cfg.training.item_head_users, cfg.training.item_head_epoch_users, cfg.seed)
     core = getattr(model, "module", model)
     return fit_for_model(core, render, trie, split.train, valid.histories, valid.targets, split.num_items,
                          max_history=cfg.tasks.max_history, num_beams=cfg.training.ranking_beams, seed=cfg.seed,
                          transitions=cfg.training.item_head_transitions, similar=cfg.training.item_head_similar,
                          seen=cfg.training.item_head_seen, cold_neighbours=cfg.training.item_head_cold_neighbours,
-                         epoch_users=None if picks is None else (picks.histories, picks.targets),
+                         epoch_users=picks,
                          embeddings=catalog_embeddings(itok, cfg.training.item_head_similar_stream,
                                                        [it.item_id for it in ds.items])
                          if cfg.training.item_head_similar or cfg.training.item_head_cold_neighbours else None)

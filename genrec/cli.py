@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch-users", type=int, default=None,
                    help="validation users whose head-alone NDCG@10 picks the head's epoch, a forward each (default: "
                         "the run's training.item_head_epoch_users, else the --users ones; 0: all)")
+    p.add_argument("--select", choices=("head", "fused"), default=None,
+                   help="how the head's epoch is chosen: head = its own NDCG@10 on the --epoch-users, fused = "
+                        "together with the weight by the fused ranking's NDCG@10 on the --users (default: the "
+                        "run's training.item_head_select)")
     p.add_argument("--num-beams", type=int, default=None,
                    help="beam width the weight is chosen with (default: the run's training.ranking_beams)")
     p.add_argument("--extra", type=int, default=50, help="head's best items added to the beam's (default 50)")
@@ -242,6 +246,7 @@ def head_settings(args: argparse.Namespace, cfg: dict[str, Any]) -> argparse.Nam
         **vars(args),
         "users": pick(args.users, "item_head_users"), "num_beams": pick(args.num_beams, "ranking_beams"),
         "epoch_users": pick(args.epoch_users, "item_head_epoch_users"),
+        "select": pick(args.select, "item_head_select"),
         "seed": args.seed if args.seed is not None else int(cfg.get("seed", 0)),
         "transitions": pick(args.transitions, "item_head_transitions"),
         "similar": pick(args.similar, "item_head_similar"),
@@ -267,9 +272,9 @@ def head_main(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     args = head_settings(args, layout.read_config(layout.require_loadable(args.run)))
     logging.getLogger(__name__).info(
-        "item head settings: users %s (epoch choice: %s), beams %d, seed %d, transitions %d, similar %d (%s), "
+        "item head settings: users %s (epoch choice: %s, by %s), beams %d, seed %d, transitions %d, similar %d (%s), "
         "cold neighbours %d, seen weight %s", args.users or "all",
-        "the same" if args.epoch_users is None else args.epoch_users or "all", args.num_beams, args.seed,
+        "the same" if args.epoch_users is None else args.epoch_users or "all", args.select, args.num_beams, args.seed,
         args.transitions, args.similar,
         args.similar_stream, args.cold_neighbours, "on" if args.seen else "off")
     if (args.users < 0 or args.num_beams < 1 or args.extra < 0 or args.transitions < 0 or args.similar < 0
@@ -289,13 +294,13 @@ def head_main(args: argparse.Namespace) -> int:
                                  extra=args.extra, seed=args.seed, progress=not args.no_progress,
                                  transitions=args.transitions, similar=args.similar, embeddings=emb,
                                  seen=args.seen, cold_neighbours=args.cold_neighbours,
-                                 epoch_users=picks)
+                                 epoch_users=picks, select=args.select)
     run = rec.run_dir
     save_item_head(head, run / layout.ITEM_HEAD, {"data": str(args.data), "seed": args.seed})
     write_json(run / layout.ITEM_HEAD_REPORT, report)
     chosen = report["by_weight"][str(head.weight)]
     codes = report["by_weight"]["0.0"]
-    print(f"wrote {run / layout.ITEM_HEAD}: weight {head.weight}; validation NDCG@10 {chosen['ndcg@10']:.4f} "
+    print(f"wrote {run / layout.ITEM_HEAD}: epoch {report['epoch']}, weight {head.weight}; validation NDCG@10 {chosen['ndcg@10']:.4f} "
           f"(codes alone {codes['ndcg@10']:.4f}), Recall@10 {chosen['recall@10']:.4f} ({codes['recall@10']:.4f}) "
           f"on {len(valid.targets)} users")
     return 0

@@ -213,14 +213,16 @@ def fit_item_head(states: torch.Tensor, targets: torch.Tensor, known: torch.Tens
                   valid: tuple[torch.Tensor, torch.Tensor], *, epochs: int = 12, patience: int = 3,
                   lr: float = 3e-3, batch_size: int = 512, dropout: float = 0.2, seed: int = 0,
                   transitions: Sequence[Transitions] = (), recent: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  seen: int = 0, log: Callable[[str], Any] | None = None) -> tuple[ItemHead, list[dict[str, Any]]]:
+                  seen: int = 0, log: Callable[[str], Any] | None = None,
+                  snapshots: list[dict[str, torch.Tensor]] | None = None) -> tuple[ItemHead, list[dict[str, Any]]]:
     """Fit a head on ``states [T, H]`` -> ``targets [T]`` (full-softmax cross-entropy, AdamW,
     dropout on the states), keeping the epoch with the best NDCG@10 of the head alone on
     ``valid = (states [U, H], targets [U])``. With ``transitions`` (tables read from the last K
     items; ``next`` tables counted on the same training sequences) and ``recent = (training
     examples' recent items [T, K], validation users' [U, K])`` the head learns the weight of each
     table, and with ``seen`` that of the last ``seen`` items themselves (``K >= seen``). Returns the
-    head and one record per epoch. Every random draw comes from ``seed``."""
+    head and one record per epoch; ``snapshots``, when a list, receives every epoch's state dict
+    (entry ``e`` = epoch ``e + 1``). Every random draw comes from ``seed``."""
     gen = torch.Generator().manual_seed(seed)
     tables = list(transitions) if recent is not None else []
     head = ItemHead(states.shape[1], known, transitions=tables, seen=seen if recent is not None else 0)
@@ -263,9 +265,12 @@ def fit_item_head(states: torch.Tensor, targets: torch.Tensor, known: torch.Tens
             log(f"item head epoch {epoch + 1}: loss {total / len(states):.3f}, validation recall@10 {recall:.4f} "
                 f"ndcg@10 {ndcg:.4f}" + (f", transition weights {beta}" if tables else "")
                 + (f", seen-item weight {alpha}" if head.seen else ""))
+        state = {k: v.clone() for k, v in head.state_dict().items()}
+        if snapshots is not None:
+            snapshots.append(state)
         if ndcg > best:
             best, stale = ndcg, 0
-            best_state = {k: v.clone() for k, v in head.state_dict().items()}
+            best_state = state
         else:
             stale += 1
             if stale >= patience:

@@ -88,19 +88,40 @@ def candidates(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, 
     any of them is dropped (``-inf``; each top ``k`` is unchanged). Missing candidates are ``-1``
     with score ``-inf``.
     """
+    cand, codes, at = candidates_for_heads(model, prompt_ids, trie, beam_items, [head], extra, allowed=allowed,
+                                           prompt_embeds=prompt_embeds, beam_scores=beam_scores, top=top)
+    return cand, codes[0], at[0]
+
+
+def candidates_for_heads(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, beam_items: torch.Tensor,
+                         heads: Sequence[Callable[[torch.Tensor], torch.Tensor]], extra: int, *,
+                         allowed: torch.Tensor | None = None, prompt_embeds: Sequence[torch.Tensor] | None = None,
+                         beam_scores: torch.Tensor | None = None, top: Sequence[tuple[float, int]] = ()
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`candidates` for several heads over one prefill: ``(items [B, C], code scores [E, B, C],
+    head log-probs [E, B, C])`` for ``E = len(heads)``. ``items`` is the union of the beam's items and
+    every head's ``extra`` best; head ``e``'s code scores are ``-inf`` outside its own candidates (the
+    beam's and its own proposals), so :func:`fuse` of ``(items, codes[e], head_lp[e])`` ranks exactly
+    what :func:`candidates` with head ``e`` alone gives. ``top`` prunes as there, over every head.
+    """
     was_training = bool(getattr(model, "training", False))
     model.eval()
     try:
         with torch.inference_mode():
             stepper = _Stepper(model, prompt_ids, True, prompt_embeds)
             first, states = stepper.prefill(with_states=True)
-            head_lp = head(states).float()  # [B, N]
-            proposal = head_lp if allowed is None else head_lp.masked_fill(~allowed.to(head_lp.device), NEG_INF)
-            top_s, top_i = proposal.topk(min(extra, proposal.shape[1]), dim=1)
-            top_i = torch.where(top_s > NEG_INF, top_i, torch.full_like(top_i, -1))
-            beam_items = beam_items.to(top_i.device)
-            cand = unique_candidates(torch.cat([beam_items, top_i], dim=1))
-            at = torch.where(cand >= 0, head_lp.gather(1, cand.clamp(min=0)), NEG_INF)  # [B, C] head log-probs
+            lps = [h(states).float() for h in heads]  # E x [B, N]
+            beam_items = beam_items.to(first.device)
+            tops = []
+            for lp in lps:
+                proposal = lp if allowed is None else lp.masked_fill(~allowed.to(lp.device), NEG_INF)
+                top_s, top_i = proposal.topk(min(extra, proposal.shape[1]), dim=1)
+                tops.append(torch.where(top_s > NEG_INF, top_i, torch.full_like(top_i, -1)))
+            cand = unique_candidates(torch.cat([beam_items, *tops], dim=1))
+            at = torch.stack([torch.where(cand >= 0, lp.gather(1, cand.clamp(min=0)), NEG_INF) for lp in lps])
+            in_beam = (cand[:, :, None] == beam_items[:, None, :]).any(-1) & (cand >= 0)  # [B, C]
+            own = torch.stack([in_beam | ((cand[:, :, None] == t[:, None, :]) & (cand[:, :, None] >= 0)).any(-1)
+                               for t in tops])  # [E, B, C]: head e's own candidates
             if beam_scores is None:
                 codes = code_scores(stepper, first, trie.to(first.device), cand)
             else:  # [B, C, K] match of each candidate against the beam's finds
@@ -108,18 +129,23 @@ def candidates(model: Any, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, 
                 found = match.any(-1)
                 known = torch.where(match, beam_scores.to(first.device)[:, None, :].float(), NEG_INF).amax(-1)
                 need = None
-                for w, k in top:  # the k-th best fused find is the bar to clear; the lowest bar decides
-                    if k > found.shape[1]:
-                        need = None
-                        break
-                    bar = torch.where(found, known + w * at, NEG_INF).topk(k, dim=1).values[:, -1:]
-                    low = bar - w * at - 1e-4  # the margin keeps float rounding from dropping a tie
-                    need = low if need is None else torch.minimum(need, low)
+                for e in range(len(heads)):
+                    for w, k in top:  # the k-th best fused find is the bar to clear; the lowest bar decides
+                        if k > found.shape[1]:
+                            need = None
+                            break
+                        bar = torch.where(found, known + w * at[e], NEG_INF).topk(k, dim=1).values[:, -1:]
+                        low = bar - w * at[e] - 1e-4  # the margin keeps float rounding from dropping a tie
+                        low = torch.where(own[e], low, torch.full_like(low, float("inf")))  # not e's to score
+                        need = low if need is None else torch.minimum(need, low)
+                    else:
+                        continue
+                    break
                 rest = code_scores(stepper, first, trie.to(first.device), cand.masked_fill(found, -1), need)
                 codes = torch.where(found, known, rest)
     finally:
         model.train(was_training)
-    return cand, codes, at
+    return cand, torch.where(own, codes.unsqueeze(0), torch.full_like(at, NEG_INF)), at
 
 
 def fuse(cand: torch.Tensor, codes: torch.Tensor, head_lp: torch.Tensor, weight: float, k: int

@@ -176,6 +176,8 @@ class TrainingConfig:
     item_head_users: int = 2048  # validation users that select the item head's epoch and fusion weight
     item_head_epoch_users: int | None = None  # validation users whose head-alone NDCG@10 picks the head's epoch
     # (a forward each, no beam search): None = the item_head_users ones, 0 = every validation user
+    item_head_select: str = "head"  # the head's epoch: head (its own NDCG@10 on the epoch users) | fused (the
+    # epoch and fusion weight chosen together by the served, fused ranking's NDCG@10 on item_head_users)
     item_head_transitions: int = 3  # the head adds item -> item transition counts from the history's last N items
     item_head_similar: int = 1  # ... and each of the history's last N items' nearest items by embedding (0: off)
     item_head_similar_stream: str = "auto"  # whose embeddings: a stream of the item tokenizer (auto: behavior
@@ -202,6 +204,8 @@ class TrainingConfig:
         if self.item_head_epoch_users is not None and self.item_head_epoch_users < 0:
             raise ValueError("training.item_head_epoch_users must be >= 0 (0: every validation user) or null (the "
                              f"item_head_users ones), got {self.item_head_epoch_users}")
+        if self.item_head_select not in ("head", "fused"):
+            raise ValueError(f"training.item_head_select must be head or fused, got {self.item_head_select!r}")
         check_report_to(self.report_to, "training.report_to")
 
 

@@ -3,10 +3,12 @@
 The model is frozen. Each training sequence is rendered once as the served prompt of its
 longest prefix; because a ``sequence``-format prompt of a shorter prefix is a prefix of it, one
 forward gives the final state of every prefix (other formats fall back to one forward per
-prefix). The head is fitted on those states -> next items, selected on validation users by its
-own NDCG@10, and its fusion weight is then chosen on the same users from a small grid by the
+prefix). The head is fitted on those states -> next items and early-stopped on validation users
+by its own NDCG@10. Its fusion weight is then chosen on validation users from a small grid by the
 NDCG@10 of the fused ranking (weight 0 = the codes alone, so a head that does not help is not
-used; ties go to the smaller weight).
+used; ties go to the smaller weight): for the head-alone best epoch (``select="head"``), or for
+every epoch the fit ran, the epoch and weight chosen together (``select="fused"``: the ranking
+that is served decides, from one beam search per user).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from genrec.encoders.item_adapter import find_item_adapter, prompt_extras
 from genrec.encoders.item_head import ItemHead, Transitions, fit_item_head
 from genrec.errors import DataError
 from genrec.generation import ItemTrie, search
-from genrec.generation.fusion import candidates, fuse, recent_items
+from genrec.generation.fusion import candidates_for_heads, fuse, recent_items
 from genrec.metrics import ranking_metrics
 
 log = logging.getLogger(__name__)
 
 Render = Callable[[Sequence[int]], tuple[list[int], tuple[Sequence[int], Sequence[int]]]]
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+SELECT = ("head", "fused")  # how the head's epoch is chosen: its own NDCG@10, or the fused ranking's
 
 
 def _forward_states(model: Any, prompt: list[int], items: tuple[Sequence[int], Sequence[int]]) -> torch.Tensor:
@@ -104,23 +107,30 @@ def head_users(valid: Any, users: int, epoch_users: int | None, seed: int) -> tu
     return weight, (picks.histories, picks.targets)
 
 
-def choose_weight(model: Any, head: ItemHead, render: Render, trie: ItemTrie, histories: Sequence[Sequence[int]],
-                  targets: np.ndarray, num_beams: int, weights: Sequence[float] = WEIGHTS, batch_size: int = 32
-                  ) -> dict[float, dict[str, float]]:
-    """``{weight: ranking metrics}`` of the fused ranking on validation users, for each weight."""
+def choose_fusion(model: Any, heads: Sequence[ItemHead], render: Render, trie: ItemTrie,
+                  histories: Sequence[Sequence[int]], targets: np.ndarray, num_beams: int,
+                  weights: Sequence[float] = WEIGHTS, batch_size: int = 32, progress: bool = False
+                  ) -> list[dict[float, dict[str, float]]]:
+    """Per head, ``{weight: ranking metrics}`` of the fused ranking on validation users. One beam
+    search and one prefill per batch serve every head (:func:`candidates_for_heads`); each head
+    ranks exactly what it would alone. The heads share their tables (the same ``orders``)."""
     adapter = find_item_adapter(model)
-    ranked = {w: [] for w in weights}
-    for start in range(0, len(histories), batch_size):
+    ranked: list[dict[float, list[np.ndarray]]] = [{w: [] for w in weights} for _ in heads]
+    for start in tqdm(range(0, len(histories), batch_size), desc="item head: fused ranking", disable=not progress,
+                      mininterval=5):
         rendered = [render(h) for h in histories[start:start + batch_size]]
         prompts = [p for p, _ in rendered]
         extras = None if adapter is None else prompt_extras(adapter, [len(p) for p in prompts], [i for _, i in rendered])
         beam = search(model, prompts, num_beams, num_beams, trie=trie, prompt_embeds=extras)
-        recent = recent_items(histories[start:start + batch_size], head.orders)
-        cand, codes, head_lp = candidates(model, prompts, trie, beam.items, lambda x, r=recent: head(x, r), head.extra,
-                                          prompt_embeds=extras, beam_scores=beam.scores, top=[(w, 20) for w in weights])
-        for w in weights:
-            ranked[w].append(fuse(cand, codes, head_lp, w, 20)[1].cpu().numpy())
-    return {w: ranking_metrics(np.concatenate(r), np.asarray(targets), (10, 20)) for w, r in ranked.items()}
+        recent = recent_items(histories[start:start + batch_size], heads[0].orders)
+        cand, codes, head_lp = candidates_for_heads(
+            model, prompts, trie, beam.items, [lambda x, r=recent, h=h: h(x, r) for h in heads], heads[0].extra,
+            prompt_embeds=extras, beam_scores=beam.scores, top=[(w, 20) for w in weights])
+        for e in range(len(heads)):
+            for w in weights:
+                ranked[e][w].append(fuse(cand, codes[e], head_lp[e], w, 20)[1].cpu().numpy())
+    return [{w: ranking_metrics(np.concatenate(r), np.asarray(targets), (10, 20)) for w, r in per.items()}
+            for per in ranked]
 
 
 def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: Sequence[Sequence[int]],
@@ -128,7 +138,7 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
                   max_history: int = 20, num_beams: int = 20, extra: int = 50, seed: int = 0, progress: bool = True,
                   transitions: int = 3, similar: int = 0, embeddings: np.ndarray | None = None,
                   neighbours: int = 50, seen: bool = True, cold_neighbours: int = 0,
-                  epoch_users: tuple[Sequence[Sequence[int]], np.ndarray] | None = None
+                  epoch_users: tuple[Sequence[Sequence[int]], np.ndarray] | None = None, select: str = "head"
                   ) -> tuple[ItemHead, dict[str, Any]]:
     """Fit the head of a trained ``model`` and choose its fusion weight; returns the head and a
     report (per-epoch history, validation metrics per weight, the chosen weight). ``transitions``:
@@ -141,7 +151,13 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
     ``embeddings`` (:meth:`ItemHead.borrow`; 0: they get the uniform log-probability).
     ``epoch_users = (histories, targets)``: the validation users whose head-alone NDCG@10 picks the
     head's epoch (one forward each, so they can be many more than the beam-searched users of the
-    weight choice); ``None``: ``valid_histories`` / ``valid_targets``."""
+    weight choice); ``None``: ``valid_histories`` / ``valid_targets``. ``select``: ``"head"`` keeps
+    the epoch with the best head-alone NDCG@10 (on ``epoch_users``), then picks the weight;
+    ``"fused"`` picks the epoch and the weight together by the fused ranking's NDCG@10 on
+    ``valid_histories`` (every epoch the fit ran; ties go to the smaller weight, then the earlier
+    epoch)."""
+    if select not in SELECT:
+        raise DataError(f"the item head's epoch selection must be one of {SELECT}, got {select!r}")
     if (similar or cold_neighbours) and embeddings is None:
         raise DataError("the item head's similar-item term and borrowed rows need item embeddings; pass the run's "
                         "item tokenizer embeddings, or set both to 0")
@@ -161,21 +177,43 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
     if similar:
         near = Transitions.neighbours(embeddings, neighbours)
         tables += [Transitions(near.indptr, near.indices, near.values, gap, "similar") for gap in range(1, similar + 1)]
+    snapshots: list[dict[str, torch.Tensor]] | None = [] if select == "fused" else None
     head, history = fit_item_head(states, targets, known, (v_states, torch.as_tensor(np.asarray(pick_targets))),
                                   seed=seed, transitions=tables, recent=(recent, recent_items(pick_histories, orders)),
-                                  seen=max_history if seen else 0, log=log.info)
-    head.extra = extra
-    borrowed = head.borrow(embeddings, cold_neighbours) if cold_neighbours else 0
+                                  seen=max_history if seen else 0, log=log.info, snapshots=snapshots)
+    heads = [head]
+    if snapshots:  # one head per epoch, sharing the tables
+        heads = []
+        for state in snapshots:
+            h = ItemHead(head.linear.in_features, head.known, transitions=head.transitions, seen=head.seen)
+            h.load_state_dict(state)
+            heads.append(h.eval())
+    borrowed = 0
+    for h in heads:
+        h.extra = extra
+        borrowed = h.borrow(embeddings, cold_neighbours) if cold_neighbours else 0
     if borrowed:
         log.info("item head: %d items without a training target borrow the mean row of their %d nearest items",
                  borrowed, cold_neighbours)
-    by_weight = choose_weight(model, head, render, trie, valid_histories, valid_targets, num_beams)
-    best = max(by_weight, key=lambda w: (by_weight[w]["ndcg@10"], -w))
+    per_head = choose_fusion(model, heads, render, trie, valid_histories, valid_targets, num_beams,
+                             progress=progress and len(heads) > 1)
+    # best fused NDCG@10; ties: the smaller weight, then the earlier epoch
+    e_best, best = max(((e, w) for e in range(len(heads)) for w in per_head[e]),
+                       key=lambda ew: (per_head[ew[0]][ew[1]]["ndcg@10"], -ew[1], -ew[0]))
+    head, by_weight = heads[e_best], per_head[e_best]
     head.weight = float(best)
+    epoch = e_best + 1 if snapshots else max(history, key=lambda r: r["ndcg@10"])["epoch"]
+    if snapshots:
+        for e, per in enumerate(per_head):
+            log.info("item head epoch %d, fused: validation ndcg@10 %s", e + 1,
+                     " ".join(f"{w:g}:{m['ndcg@10']:.4f}" for w, m in per.items()))
     for w, m in by_weight.items():
         log.info("item head weight %s: validation recall@10 %.4f ndcg@10 %.4f%s", w, m["recall@10"], m["ndcg@10"],
-                 " (chosen)" if w == best else "")
+                 f" (chosen, epoch {epoch})" if w == best else "")
     report = {"states": len(states), "known_items": int(known.sum()), "epochs": history, "weight": float(best),
+              "select": select, "epoch": epoch,
+              **({"by_epoch_weight": {str(e + 1): {str(w): m for w, m in per.items()} for e, per in enumerate(per_head)}}
+                 if snapshots else {}),
               "transitions": [len(t) for t in tables if t.kind == "next"],
               "similar": [len(t) for t in tables if t.kind == "similar"],
               "transition_weights": head.beta.detach().tolist(),

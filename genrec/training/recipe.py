@@ -189,7 +189,7 @@ def item_head(cfg: TrainConfig, model: Any, split: Any, tok: Any, sid: int, inde
                          max_history=cfg.tasks.max_history, num_beams=cfg.training.ranking_beams, seed=cfg.seed,
                          transitions=cfg.training.item_head_transitions, similar=cfg.training.item_head_similar,
                          seen=cfg.training.item_head_seen, cold_neighbours=cfg.training.item_head_cold_neighbours,
-                         epoch_users=picks,
+                         epoch_users=picks, select=cfg.training.item_head_select,
                          embeddings=catalog_embeddings(itok, cfg.training.item_head_similar_stream,
                                                        [it.item_id for it in ds.items])
                          if cfg.training.item_head_similar or cfg.training.item_head_cold_neighbours else None)
@@ -330,7 +330,8 @@ def _finalize(cfg: TrainConfig, run_dir: Path, trainer: Any, tok: Any, itok: Any
         if head[1].get("seen"):
             counts += f", and a learned weight {head[1]['seen_weight']:.2f} on the history's own items"
         card += (f"\n## Item head\n\n`{layout.ITEM_HEAD}`: one output row per item on the final hidden state{counts}, "
-                 f"fused with the code scores at weight {w} (validation NDCG@10 {by_w[str(w)]['ndcg@10']:.4f}; the codes alone "
+                 f"fused with the code scores at weight {w}, epoch {head[1]['epoch']} of the fit (chosen by "
+                 f"{'the fused ranking' if head[1]['select'] == 'fused' else 'its own NDCG@10'}; validation NDCG@10 {by_w[str(w)]['ndcg@10']:.4f}; the codes alone "
                  f"{by_w['0.0']['ndcg@10']:.4f}; {head[1]['validation_users']} users, `{layout.ITEM_HEAD_REPORT}`). "
                  "`--no-item-head` ranks by the codes alone."
                  + (f" The {head[1]['borrowed']} items that were never a training target borrow the mean row of their "

@@ -6,7 +6,7 @@ import torch
 
 from genrec.generation import ItemFilter, fused_rerank, search
 from genrec.generation.exact import exact_scores
-from genrec.generation.fusion import candidates, fuse, rerank_found, unique_candidates
+from genrec.generation.fusion import candidates, candidates_for_heads, fuse, rerank_found, unique_candidates
 
 
 class FixedHead:
@@ -86,6 +86,24 @@ def test_one_pass_keeps_the_fused_top_k_of_every_weight(catalog):
                         top=[(w, 4) for w in weights])
     for w in weights:
         assert torch.equal(fuse(*pruned, w, 4)[1], fuse(*full, w, 4)[1])
+
+
+def test_several_heads_in_one_pass_rank_as_each_head_alone(catalog):
+    n = len(catalog.seqs)
+    beam = search(catalog.model, catalog.prompts, 6, 6, trie=catalog.trie)
+    heads = [FixedHead(torch.log_softmax(2 * torch.randn(n, generator=torch.Generator().manual_seed(s)), 0), extra=4)
+             for s in (4, 5, 6)]
+    weights = (0.0, 1.0, 4.0)
+    cand, codes, head_lp = candidates_for_heads(catalog.model, catalog.prompts, catalog.trie, beam.items, heads, 4,
+                                                beam_scores=beam.scores, top=[(w, 3) for w in weights])
+    assert codes.shape == head_lp.shape == (3, *cand.shape)
+    for e, head in enumerate(heads):
+        alone = candidates(catalog.model, catalog.prompts, catalog.trie, beam.items, head, 4)
+        own = codes[e] > float("-inf")
+        # head e scores no more than its own candidates: the beam's finds and its 4 best
+        assert int(own.sum()) <= int((alone[0] >= 0).sum())
+        for w in weights:
+            assert torch.equal(fuse(cand, codes[e], head_lp[e], w, 3)[1], fuse(*alone, w, 3)[1])
 
 
 def test_weight_zero_keeps_the_beam_order_and_a_heavy_head_decides(catalog):

@@ -144,6 +144,8 @@ def test_bad_sequence_settings_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="item_head_epoch_users must be >= 0"):
         load_config(TrainConfig, None, [*base, "training.item_head_epoch_users=-1"])
     assert load_config(TrainConfig, None, [*base, "training.item_head_epoch_users=0"]).training.item_head_epoch_users == 0
+    with pytest.raises(ConfigError, match="item_head_select must be head or fused, got 'best'"):
+        load_config(TrainConfig, None, [*base, "training.item_head_select=best"])
     assert tiny_dataset().num_items == 24
 
 
@@ -210,7 +212,20 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
         torch.testing.assert_close(refit.state_dict()[name], tensor, msg=name)
     assert report["epoch_users"] == len(leave_one_out(Dataset.load(data), 20).valid.targets)
     assert main(["head", "--run", str(run), "--data", str(data), "--no-progress", "--epoch-users", "5"]) == 0
-    assert json.loads((run / layout.ITEM_HEAD_REPORT).read_text())["epoch_users"] == 5
+    head_pick = json.loads((run / layout.ITEM_HEAD_REPORT).read_text())
+    assert head_pick["epoch_users"] == 5 and head_pick["select"] == "head"
+    # the epoch chosen together with the weight by the fused ranking, over every epoch the fit ran
+    assert main(["head", "--run", str(run), "--data", str(data), "--no-progress", "--epoch-users", "5",
+                 "--select", "fused"]) == 0
+    assert "epoch " in capsys.readouterr().out
+    fused = json.loads((run / layout.ITEM_HEAD_REPORT).read_text())
+    grid = fused["by_epoch_weight"]
+    assert fused["select"] == "fused" and set(grid) == {str(r["epoch"]) for r in fused["epochs"]}
+    assert grid[str(fused["epoch"])][str(fused["weight"])]["ndcg@10"] == max(
+        m["ndcg@10"] for per in grid.values() for m in per.values())
+    assert fused["by_weight"] == grid[str(fused["epoch"])]
+    for w, m in head_pick["by_weight"].items():  # the head-alone pick, ranked in the same pass, scores the same
+        assert grid[str(head_pick["epoch"])][w] == pytest.approx(m)
     # a head of another catalog is refused with the fix
     assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
                  "--transitions", "0", "--similar", "0", "--no-seen", "--cold-neighbours", "0"]) == 0

@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the head's epoch is chosen: head = its own NDCG@10 on the --epoch-users, fused = "
                         "together with the weight by the fused ranking's NDCG@10 on the --users (default: the "
                         "run's training.item_head_select)")
+    p.add_argument("--weight-rule", choices=("best", "one_se"), default=None,
+                   help="the fusion weight: best = the highest validation NDCG@10, one_se = the smallest weight "
+                        "within one standard error of it (default: the run's training.item_head_weight_rule)")
     p.add_argument("--num-beams", type=int, default=None,
                    help="beam width the weight is chosen with (default: the run's training.ranking_beams)")
     p.add_argument("--extra", type=int, default=50, help="head's best items added to the beam's (default 50)")
@@ -247,6 +250,7 @@ def head_settings(args: argparse.Namespace, cfg: dict[str, Any]) -> argparse.Nam
         "users": pick(args.users, "item_head_users"), "num_beams": pick(args.num_beams, "ranking_beams"),
         "epoch_users": pick(args.epoch_users, "item_head_epoch_users"),
         "select": pick(args.select, "item_head_select"),
+        "weight_rule": pick(args.weight_rule, "item_head_weight_rule"),
         "seed": args.seed if args.seed is not None else int(cfg.get("seed", 0)),
         "transitions": pick(args.transitions, "item_head_transitions"),
         "similar": pick(args.similar, "item_head_similar"),
@@ -272,9 +276,9 @@ def head_main(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     args = head_settings(args, layout.read_config(layout.require_loadable(args.run)))
     logging.getLogger(__name__).info(
-        "item head settings: users %s (epoch choice: %s, by %s), beams %d, seed %d, transitions %d, similar %d (%s), "
+        "item head settings: users %s (epoch choice: %s, by %s; weight rule %s), beams %d, seed %d, transitions %d, similar %d (%s), "
         "cold neighbours %d, seen weight %s", args.users or "all",
-        "the same" if args.epoch_users is None else args.epoch_users or "all", args.select, args.num_beams, args.seed,
+        "the same" if args.epoch_users is None else args.epoch_users or "all", args.select, args.weight_rule, args.num_beams, args.seed,
         args.transitions, args.similar,
         args.similar_stream, args.cold_neighbours, "on" if args.seen else "off")
     if (args.users < 0 or args.num_beams < 1 or args.extra < 0 or args.transitions < 0 or args.similar < 0
@@ -294,7 +298,7 @@ def head_main(args: argparse.Namespace) -> int:
                                  extra=args.extra, seed=args.seed, progress=not args.no_progress,
                                  transitions=args.transitions, similar=args.similar, embeddings=emb,
                                  seen=args.seen, cold_neighbours=args.cold_neighbours,
-                                 epoch_users=picks, select=args.select)
+                                 epoch_users=picks, select=args.select, weight_rule=args.weight_rule)
     run = rec.run_dir
     save_item_head(head, run / layout.ITEM_HEAD, {"data": str(args.data), "seed": args.seed})
     write_json(run / layout.ITEM_HEAD_REPORT, report)

@@ -51,8 +51,7 @@ def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, ks: Sequence[int] =
     targets = np.asarray(targets).reshape(-1, 1)
     if ranked.shape[0] != targets.shape[0]:
         raise ValueError(f"ranked has {ranked.shape[0]} rows but there are {targets.shape[0]} targets")
-    hit = ranked == targets  # [U, L]
-    pos = np.where(hit.any(1), hit.argmax(1) + 1, np.iinfo(np.int64).max)  # 1-based rank
+    pos = target_ranks(ranked, targets)
     out: dict[str, float] = {}
     for k in ks:
         out[f"recall@{k}"] = float(np.mean(pos <= k)) if len(pos) else 0.0
@@ -60,6 +59,18 @@ def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, ks: Sequence[int] =
         gain = np.where(pos <= k, 1.0 / np.log2(np.minimum(pos, k) + 1.0), 0.0)
         out[f"ndcg@{k}"] = float(np.mean(gain)) if len(pos) else 0.0
     return out
+
+
+def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``[U]`` 1-based rank of each target in ``ranked [U, L]`` (int64 max where it is absent)."""
+    hit = np.asarray(ranked) == np.asarray(targets).reshape(-1, 1)  # [U, L]
+    return np.where(hit.any(1), hit.argmax(1) + 1, np.iinfo(np.int64).max)
+
+
+def user_ndcg(ranked: np.ndarray, targets: np.ndarray, k: int = 10) -> np.ndarray:
+    """``[U]`` each user's NDCG@k (one target: ``1 / log2(rank + 1)`` within the top ``k``, else 0)."""
+    pos = target_ranks(ranked, targets)
+    return np.where(pos <= k, 1.0 / np.log2(np.minimum(pos, k) + 1.0), 0.0)
 
 
 def topk_from_scores(scores: torch.Tensor, k: int, exclude: list[np.ndarray] | None = None) -> torch.Tensor:

@@ -178,6 +178,8 @@ class TrainingConfig:
     # (a forward each, no beam search): None = the item_head_users ones, 0 = every validation user
     item_head_select: str = "head"  # the head's epoch: head (its own NDCG@10 on the epoch users) | fused (the
     # epoch and fusion weight chosen together by the served, fused ranking's NDCG@10 on item_head_users)
+    item_head_weight_rule: str = "best"  # the fusion weight: best (highest validation NDCG@10) | one_se (the
+    # smallest weight within one standard error of the best: a gap the validation users cannot tell from noise)
     item_head_transitions: int = 3  # the head adds item -> item transition counts from the history's last N items
     item_head_similar: int = 1  # ... and each of the history's last N items' nearest items by embedding (0: off)
     item_head_similar_stream: str = "auto"  # whose embeddings: a stream of the item tokenizer (auto: behavior
@@ -206,6 +208,9 @@ class TrainingConfig:
                              f"item_head_users ones), got {self.item_head_epoch_users}")
         if self.item_head_select not in ("head", "fused"):
             raise ValueError(f"training.item_head_select must be head or fused, got {self.item_head_select!r}")
+        if self.item_head_weight_rule not in ("best", "one_se"):
+            raise ValueError("training.item_head_weight_rule must be best or one_se, got "
+                             f"{self.item_head_weight_rule!r}")
         check_report_to(self.report_to, "training.report_to")
 
 

@@ -26,13 +26,14 @@ from genrec.encoders.item_head import ItemHead, Transitions, fit_item_head
 from genrec.errors import DataError
 from genrec.generation import ItemTrie, search
 from genrec.generation.fusion import candidates_for_heads, fuse, recent_items
-from genrec.metrics import ranking_metrics
+from genrec.metrics import ranking_metrics, user_ndcg
 
 log = logging.getLogger(__name__)
 
 Render = Callable[[Sequence[int]], tuple[list[int], tuple[Sequence[int], Sequence[int]]]]
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 SELECT = ("head", "fused")  # how the head's epoch is chosen: its own NDCG@10, or the fused ranking's
+WEIGHT_RULES = ("best", "one_se")  # the highest validation NDCG@10, or the smallest weight within a standard error
 
 
 def _forward_states(model: Any, prompt: list[int], items: tuple[Sequence[int], Sequence[int]]) -> torch.Tensor:
@@ -110,10 +111,11 @@ def head_users(valid: Any, users: int, epoch_users: int | None, seed: int) -> tu
 def choose_fusion(model: Any, heads: Sequence[ItemHead], render: Render, trie: ItemTrie,
                   histories: Sequence[Sequence[int]], targets: np.ndarray, num_beams: int,
                   weights: Sequence[float] = WEIGHTS, batch_size: int = 32, progress: bool = False
-                  ) -> list[dict[float, dict[str, float]]]:
-    """Per head, ``{weight: ranking metrics}`` of the fused ranking on validation users. One beam
-    search and one prefill per batch serve every head (:func:`candidates_for_heads`); each head
-    ranks exactly what it would alone. The heads share their tables (the same ``orders``)."""
+                  ) -> tuple[list[dict[float, dict[str, float]]], dict[tuple[int, float], np.ndarray]]:
+    """The fused ranking on validation users for each head and weight: ``(per head {weight:
+    ranking metrics}, {(head index, weight): per-user NDCG@10 [U]})``. One beam search and one
+    prefill per batch serve every head (:func:`candidates_for_heads`); each head ranks exactly what
+    it would alone. The heads share their tables (the same ``orders``)."""
     adapter = find_item_adapter(model)
     ranked: list[dict[float, list[np.ndarray]]] = [{w: [] for w in weights} for _ in heads]
     for start in tqdm(range(0, len(histories), batch_size), desc="item head: fused ranking", disable=not progress,
@@ -129,8 +131,31 @@ def choose_fusion(model: Any, heads: Sequence[ItemHead], render: Render, trie: I
         for e in range(len(heads)):
             for w in weights:
                 ranked[e][w].append(fuse(cand, codes[e], head_lp[e], w, 20)[1].cpu().numpy())
-    return [{w: ranking_metrics(np.concatenate(r), np.asarray(targets), (10, 20)) for w, r in per.items()}
-            for per in ranked]
+    targets = np.asarray(targets)
+    lists = {(e, w): np.concatenate(r) for e, per in enumerate(ranked) for w, r in per.items()}
+    metrics = [{w: ranking_metrics(lists[e, w], targets, (10, 20)) for w in weights} for e in range(len(heads))]
+    return metrics, {key: user_ndcg(r, targets, 10) for key, r in lists.items()}
+
+
+def choose_option(gains: dict[tuple[int, float], np.ndarray], rule: str = "best") -> tuple[int, float]:
+    """The ``(head index, weight)`` to serve from ``gains[(head index, weight)] = per-user
+    validation NDCG@10 [U]`` (the same users for every option). ``best``: the highest mean (ties:
+    the smaller weight, then the earlier head). ``one_se``: the smallest weight (then the earliest
+    head) whose mean is below the best's by no more than one standard error of their paired
+    per-user difference — a difference the validation users cannot tell from noise does not buy
+    a heavier head."""
+    if rule not in WEIGHT_RULES:
+        raise DataError(f"the item head's weight rule must be one of {WEIGHT_RULES}, got {rule!r}")
+    order = sorted(gains, key=lambda ew: (ew[1], ew[0]))  # the lightest option first
+    best = max(order, key=lambda ew: float(gains[ew].mean()))  # the first of equal means
+    if rule == "best":
+        return best
+    for option in order:
+        diff = gains[best] - gains[option]
+        se = float(diff.std(ddof=1)) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+        if float(diff.mean()) <= se:
+            return option
+    return best
 
 
 def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: Sequence[Sequence[int]],
@@ -138,8 +163,8 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
                   max_history: int = 20, num_beams: int = 20, extra: int = 50, seed: int = 0, progress: bool = True,
                   transitions: int = 3, similar: int = 0, embeddings: np.ndarray | None = None,
                   neighbours: int = 50, seen: bool = True, cold_neighbours: int = 0,
-                  epoch_users: tuple[Sequence[Sequence[int]], np.ndarray] | None = None, select: str = "head"
-                  ) -> tuple[ItemHead, dict[str, Any]]:
+                  epoch_users: tuple[Sequence[Sequence[int]], np.ndarray] | None = None, select: str = "head",
+                  weight_rule: str = "best") -> tuple[ItemHead, dict[str, Any]]:
     """Fit the head of a trained ``model`` and choose its fusion weight; returns the head and a
     report (per-epoch history, validation metrics per weight, the chosen weight). ``transitions``:
     add the transition counts of ``train_sequences`` from the history's last that many items
@@ -154,8 +179,10 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
     weight choice); ``None``: ``valid_histories`` / ``valid_targets``. ``select``: ``"head"`` keeps
     the epoch with the best head-alone NDCG@10 (on ``epoch_users``), then picks the weight;
     ``"fused"`` picks the epoch and the weight together by the fused ranking's NDCG@10 on
-    ``valid_histories`` (every epoch the fit ran; ties go to the smaller weight, then the earlier
-    epoch)."""
+    ``valid_histories`` (every epoch the fit ran). ``weight_rule``: how the fused NDCG@10 decides
+    (:func:`choose_option`: ``best`` or ``one_se``)."""
+    if weight_rule not in WEIGHT_RULES:
+        raise DataError(f"the item head's weight rule must be one of {WEIGHT_RULES}, got {weight_rule!r}")
     if select not in SELECT:
         raise DataError(f"the item head's epoch selection must be one of {SELECT}, got {select!r}")
     if (similar or cold_neighbours) and embeddings is None:
@@ -195,11 +222,10 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
     if borrowed:
         log.info("item head: %d items without a training target borrow the mean row of their %d nearest items",
                  borrowed, cold_neighbours)
-    per_head = choose_fusion(model, heads, render, trie, valid_histories, valid_targets, num_beams,
-                             progress=progress and len(heads) > 1)
-    # best fused NDCG@10; ties: the smaller weight, then the earlier epoch
-    e_best, best = max(((e, w) for e in range(len(heads)) for w in per_head[e]),
-                       key=lambda ew: (per_head[ew[0]][ew[1]]["ndcg@10"], -ew[1], -ew[0]))
+    per_head, gains = choose_fusion(model, heads, render, trie, valid_histories, valid_targets, num_beams,
+                                    progress=progress and len(heads) > 1)
+    top_e, top_w = choose_option(gains, "best")
+    e_best, best = choose_option(gains, weight_rule)
     head, by_weight = heads[e_best], per_head[e_best]
     head.weight = float(best)
     epoch = e_best + 1 if snapshots else max(history, key=lambda r: r["ndcg@10"])["epoch"]
@@ -210,8 +236,12 @@ def fit_for_model(model: Any, render: Render, trie: ItemTrie, train_sequences: S
     for w, m in by_weight.items():
         log.info("item head weight %s: validation recall@10 %.4f ndcg@10 %.4f%s", w, m["recall@10"], m["ndcg@10"],
                  f" (chosen, epoch {epoch})" if w == best else "")
+    if (top_e, top_w) != (e_best, best):
+        log.info("item head: weight %s%s is within one standard error of the best (%s%s), and lighter",
+                 best, f", epoch {e_best + 1}" if snapshots else "", top_w, f", epoch {top_e + 1}" if snapshots else "")
     report = {"states": len(states), "known_items": int(known.sum()), "epochs": history, "weight": float(best),
-              "select": select, "epoch": epoch,
+              "select": select, "epoch": epoch, "weight_rule": weight_rule,
+              "best": {"epoch": top_e + 1 if snapshots else epoch, "weight": float(top_w)},
               **({"by_epoch_weight": {str(e + 1): {str(w): m for w, m in per.items()} for e, per in enumerate(per_head)}}
                  if snapshots else {}),
               "transitions": [len(t) for t in tables if t.kind == "next"],

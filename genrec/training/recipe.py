@@ -190,6 +190,7 @@ def item_head(cfg: TrainConfig, model: Any, split: Any, tok: Any, sid: int, inde
                          transitions=cfg.training.item_head_transitions, similar=cfg.training.item_head_similar,
                          seen=cfg.training.item_head_seen, cold_neighbours=cfg.training.item_head_cold_neighbours,
                          epoch_users=picks, select=cfg.training.item_head_select,
+                         weight_rule=cfg.training.item_head_weight_rule,
                          embeddings=catalog_embeddings(itok, cfg.training.item_head_similar_stream,
                                                        [it.item_id for it in ds.items])
                          if cfg.training.item_head_similar or cfg.training.item_head_cold_neighbours else None)

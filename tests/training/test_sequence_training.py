@@ -146,6 +146,8 @@ def test_bad_sequence_settings_name_the_key(tmp_path):
     assert load_config(TrainConfig, None, [*base, "training.item_head_epoch_users=0"]).training.item_head_epoch_users == 0
     with pytest.raises(ConfigError, match="item_head_select must be head or fused, got 'best'"):
         load_config(TrainConfig, None, [*base, "training.item_head_select=best"])
+    with pytest.raises(ConfigError, match="item_head_weight_rule must be best or one_se, got 'mean'"):
+        load_config(TrainConfig, None, [*base, "training.item_head_weight_rule=mean"])
     assert tiny_dataset().num_items == 24
 
 
@@ -226,6 +228,11 @@ def test_item_head_is_fitted_after_training_served_and_refitted(tmp_path, capsys
     assert fused["by_weight"] == grid[str(fused["epoch"])]
     for w, m in head_pick["by_weight"].items():  # the head-alone pick, ranked in the same pass, scores the same
         assert grid[str(head_pick["epoch"])][w] == pytest.approx(m)
+    assert fused["weight_rule"] == "best" and fused["best"] == {"epoch": fused["epoch"], "weight": fused["weight"]}
+    # the lightest weight within a standard error of the best: never heavier than the best
+    assert main(["head", "--run", str(run), "--data", str(data), "--no-progress", "--weight-rule", "one_se"]) == 0
+    light = json.loads((run / layout.ITEM_HEAD_REPORT).read_text())
+    assert light["weight_rule"] == "one_se" and light["weight"] <= light["best"]["weight"]
     # a head of another catalog is refused with the fix
     assert main(["head", "--run", str(run), "--data", str(data), "--users", "8", "--no-progress",
                  "--transitions", "0", "--similar", "0", "--no-seen", "--cold-neighbours", "0"]) == 0

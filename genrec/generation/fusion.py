@@ -129,18 +129,14 @@ def candidates_for_heads(model: Any, prompt_ids: Sequence[Sequence[int]], trie: 
                 found = match.any(-1)
                 known = torch.where(match, beam_scores.to(first.device)[:, None, :].float(), NEG_INF).amax(-1)
                 need = None
-                for e in range(len(heads)):
-                    for w, k in top:  # the k-th best fused find is the bar to clear; the lowest bar decides
-                        if k > found.shape[1]:
-                            need = None
-                            break
-                        bar = torch.where(found, known + w * at[e], NEG_INF).topk(k, dim=1).values[:, -1:]
-                        low = bar - w * at[e] - 1e-4  # the margin keeps float rounding from dropping a tie
-                        low = torch.where(own[e], low, torch.full_like(low, float("inf")))  # not e's to score
-                        need = low if need is None else torch.minimum(need, low)
-                    else:
-                        continue
-                    break
+                # the k-th best fused find is the bar to clear, the lowest bar over heads and weights
+                # decides; fewer finds than k leave nothing to prune
+                prunable = all(k <= found.shape[1] for _, k in top)
+                for e, w, k in [(e, w, k) for e in range(len(heads)) for w, k in top] if prunable else []:
+                    bar = torch.where(found, known + w * at[e], NEG_INF).topk(k, dim=1).values[:, -1:]
+                    low = bar - w * at[e] - 1e-4  # the margin keeps float rounding from dropping a tie
+                    low = torch.where(own[e], low, torch.full_like(low, float("inf")))  # not head e's to score
+                    need = low if need is None else torch.minimum(need, low)
                 rest = code_scores(stepper, first, trie.to(first.device), cand.masked_fill(found, -1), need)
                 codes = torch.where(found, known, rest)
     finally:

@@ -24,6 +24,8 @@ INITS = ("text", "mean", "random")
 COMPACT = "compact"
 STREAMS = ("semantic", "behavior")
 SELECT_BY = ("loss", "ndcg@10", "recall@10", "ndcg@20", "recall@20")
+ITEM_HEAD_SELECT = ("head", "fused")  # the item head's epoch: its own NDCG@10, or the fused ranking's
+ITEM_HEAD_WEIGHT_RULES = ("best", "one_se")  # the highest validation NDCG@10, or the lightest within a standard error
 
 
 @dataclass
@@ -206,10 +208,11 @@ class TrainingConfig:
         if self.item_head_epoch_users is not None and self.item_head_epoch_users < 0:
             raise ValueError("training.item_head_epoch_users must be >= 0 (0: every validation user) or null (the "
                              f"item_head_users ones), got {self.item_head_epoch_users}")
-        if self.item_head_select not in ("head", "fused"):
-            raise ValueError(f"training.item_head_select must be head or fused, got {self.item_head_select!r}")
-        if self.item_head_weight_rule not in ("best", "one_se"):
-            raise ValueError("training.item_head_weight_rule must be best or one_se, got "
+        if self.item_head_select not in ITEM_HEAD_SELECT:
+            raise ValueError(f"training.item_head_select must be {' or '.join(ITEM_HEAD_SELECT)}, got "
+                             f"{self.item_head_select!r}")
+        if self.item_head_weight_rule not in ITEM_HEAD_WEIGHT_RULES:
+            raise ValueError(f"training.item_head_weight_rule must be {' or '.join(ITEM_HEAD_WEIGHT_RULES)}, got "
                              f"{self.item_head_weight_rule!r}")
         check_report_to(self.report_to, "training.report_to")
 

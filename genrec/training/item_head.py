@@ -27,13 +27,13 @@ from genrec.errors import DataError
 from genrec.generation import ItemTrie, search
 from genrec.generation.fusion import candidates_for_heads, fuse, recent_items
 from genrec.metrics import ranking_metrics, user_ndcg
+from genrec.training.config import ITEM_HEAD_SELECT as SELECT
+from genrec.training.config import ITEM_HEAD_WEIGHT_RULES as WEIGHT_RULES
 
 log = logging.getLogger(__name__)
 
 Render = Callable[[Sequence[int]], tuple[list[int], tuple[Sequence[int], Sequence[int]]]]
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-SELECT = ("head", "fused")  # how the head's epoch is chosen: its own NDCG@10, or the fused ranking's
-WEIGHT_RULES = ("best", "one_se")  # the highest validation NDCG@10, or the smallest weight within a standard error
 
 
 def _forward_states(model: Any, prompt: list[int], items: tuple[Sequence[int], Sequence[int]]) -> torch.Tensor:

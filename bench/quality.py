@@ -8,8 +8,9 @@ Per dataset (``beauty``: p5 reader on ``../shared/datasets/beauty``; ``scientifi
 ``../shared/datasets/scientific``), everything on the same leave-one-out split:
 
 - ``sasrec_id`` and ``sasrec_text``: the full-softmax SASRec baseline (``recipes/baseline_sasrec_beauty.yaml``
-  settings) with ID item embeddings, and with ``item_embeddings=text+id`` on the tokenizer recipe's
-  semantic text encoder; ``sasrec``, the yardstick of the ratios, is the one with the better
+  settings) with ID item embeddings, and with the text item table of
+  ``recipes/baseline_sasrec_text.yaml`` (``text+id``, its adapter and text normalisation) on the
+  tokenizer recipe's semantic text encoder; ``sasrec``, the yardstick of the ratios, is the one with the better
   validation NDCG@10;
 - ``pop``: popularity;
 - genrec variants, each a model trained from scratch with ``recipes/train_<dataset>_tiny.yaml``
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
             extra = ["--config", str(ROOT / "recipes" / sas), f"seed={args.seed}", *sas_over] \
                 if name.startswith("sasrec") else []
             if name == "sasrec_text":
-                extra += ["item_embeddings=text+id", f"text.model={text_model}"]
+                extra += [*_text_table_keys(), f"text.model={text_model}"]
             argv_base = ["baseline", "--data", str(data), "--model", name.split("_")[0], "--out", str(bdir), *extra]
             if name.startswith("sasrec") and args.background_baseline:
                 background.append(argv_base)
@@ -260,6 +261,15 @@ def main(argv: list[str] | None = None, description: str = __doc__, default_vari
     if args.json:
         write_json(Path(args.json), results)
     return 0
+
+
+def _text_table_keys() -> list[str]:
+    """The item-table settings of ``recipes/baseline_sasrec_text.yaml`` as ``KEY=VALUE`` overrides."""
+    import yaml
+
+    recipe = yaml.safe_load((ROOT / "recipes" / "baseline_sasrec_text.yaml").read_text()) or {}
+    keys = ("item_embeddings", "adapter_hidden", "adapter_dropout", "text_norm", "id_init")
+    return [f"{k}={recipe[k]}" for k in keys if k in recipe]
 
 
 def _semantic_model(recipe: Path, tok_over: list[str]) -> str:

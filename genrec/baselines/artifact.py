@@ -61,7 +61,7 @@ def load_sasrec(path: str | os.PathLike) -> tuple[SASRec, SASRecConfig]:
     cfg = from_dict(SASRecConfig, ckpt["config"])
     model = SASRec(ckpt["num_items"], cfg.hidden, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len,
                    item_embeddings=cfg.item_embeddings, text_features=ckpt["state_dict"].get("text_adapter.features"),
-                   adapter_hidden=cfg.adapter_hidden)
+                   adapter_hidden=cfg.adapter_hidden, adapter_dropout=cfg.adapter_dropout)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), cfg
 

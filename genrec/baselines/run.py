@@ -73,7 +73,7 @@ def run_baseline(data: str | Path, model: str, out: str | Path, config: str | Pa
     inputs = checksums([data / name for name in DATASET_FILES])
     text = None
     if model == "sasrec" and cfg.item_embeddings != "id":
-        text = item_text_features(ds.items, cfg.text, progress=progress)
+        text = item_text_features(ds.items, cfg.text, progress=progress, norm=cfg.text_norm)
     with atomic_dir(out) as tmp:
         test_cold = None
         if model == "pop":

@@ -29,7 +29,7 @@ from genrec.data.split import EvalSet, Split, pad_left
 from genrec.encoders.fit import fit
 from genrec.encoders.sasrec_net import SASRec
 from genrec.encoders.text import TextEncoderConfig
-from genrec.encoders.text_items import ITEM_EMBEDDINGS
+from genrec.encoders.text_items import ID_INITS, ITEM_EMBEDDINGS, TEXT_NORMS
 from genrec.errors import ConfigError
 from genrec.metrics import evaluate_scores
 from genrec.runtime import resolve_device, resolve_threads, torch_threads
@@ -65,7 +65,10 @@ class SASRecConfig:
     device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:N; the result is on the CPU
     item_embeddings: str = "id"  # id: learned table | text: frozen text vectors through an MLP | text+id: their sum
     adapter_hidden: int = 256  # inner width of the text adapter MLP (0 = one linear projection)
+    adapter_dropout: float | None = None  # dropout inside the text adapter; null = `dropout`
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)  # text encoder (item_embeddings text*)
+    text_norm: str = "standardize"  # text vectors into the adapter: standardize (per dimension) | whiten (PCA)
+    id_init: str = "normal"  # text+id ID rows start: normal (small random) | zero (the model starts from the text table)
     cold_items: float = 0.0  # share of items held out of training entirely (cold-start evaluation; 0 = off)
     cold_seed: int = 0  # which items are held out (the same seed holds out the same items in every baseline)
     report_to: str = "none"  # per-epoch curves to: none | tensorboard | wandb | mlflow (genrec.tracking)
@@ -91,6 +94,14 @@ class SASRecConfig:
             raise ValueError(f"num_threads must be >= 0 (0 = all cores), got {self.num_threads}")
         if self.item_embeddings not in ITEM_EMBEDDINGS:
             raise ValueError(f"item_embeddings must be one of {ITEM_EMBEDDINGS}, got {self.item_embeddings!r}")
+        if self.text_norm not in TEXT_NORMS:
+            raise ValueError(f"text_norm must be one of {TEXT_NORMS}, got {self.text_norm!r}")
+        if self.id_init not in ID_INITS:
+            raise ValueError(f"id_init must be one of {ID_INITS}, got {self.id_init!r}")
+        if self.id_init == "zero" and self.item_embeddings != "text+id":
+            raise ValueError("id_init=zero needs item_embeddings: text+id (an ID table alone must start random)")
+        if self.adapter_dropout is not None and not 0.0 <= self.adapter_dropout < 1.0:
+            raise ValueError(f"adapter_dropout must be in [0, 1) or null (= dropout), got {self.adapter_dropout}")
         if self.adapter_hidden < 0:
             raise ValueError(f"adapter_hidden must be >= 0 (0 = linear), got {self.adapter_hidden}")
         if not 0.0 <= self.cold_items < 1.0:
@@ -224,7 +235,7 @@ def _train_epoch(model: SASRec, optim: torch.optim.Optimizer, inputs: np.ndarray
 def build_sasrec(split: Split, cfg: SASRecConfig, text_features: np.ndarray | None = None) -> SASRec:
     """A fresh model for ``split``; with text item embeddings, ``text_features`` ``[N, D]``
     (:func:`~genrec.encoders.text_items.item_text_features`) are required. ``text+id`` keeps an ID
-    part only for items that occur in the training prefixes."""
+    part only for items that occur in the training prefixes (``cfg.id_init``: its starting rows)."""
     if cfg.item_embeddings != "id":
         if text_features is None:
             raise ConfigError(f"item_embeddings={cfg.item_embeddings} needs the items' text vectors; pass the "
@@ -234,12 +245,16 @@ def build_sasrec(split: Split, cfg: SASRecConfig, text_features: np.ndarray | No
                               f"{split.num_items} items; recompute them from this dataset's items.jsonl")
     model = SASRec(split.num_items, cfg.hidden, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len,
                    item_embeddings=cfg.item_embeddings, text_features=text_features,
-                   adapter_hidden=cfg.adapter_hidden)
+                   adapter_hidden=cfg.adapter_hidden, adapter_dropout=cfg.adapter_dropout)
     if cfg.item_embeddings == "text+id":
         known = np.zeros(split.num_items, dtype=bool)
         for prefix in split.train:
             known[prefix] = True
         model.id_known.copy_(torch.from_numpy(known))
+        if cfg.id_init == "zero":
+            # Each ID row then learns only what the item's text table leaves out.
+            with torch.no_grad():
+                model.item_emb.weight.zero_()
     return model
 
 

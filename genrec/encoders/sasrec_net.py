@@ -77,11 +77,16 @@ class SASRec(nn.Module):
         heads: attention heads (``hidden`` must be divisible by it).
         dropout: dropout on embeddings, attention weights and sub-layer outputs.
         max_len: longest history ``L`` the model reads (longer inputs keep their last ``L`` items).
+        item_embeddings: ``id``, ``text`` or ``text+id`` (:data:`~genrec.encoders.text_items.ITEM_EMBEDDINGS`).
+        text_features: frozen text vectors ``[N, D]`` for the text item tables.
+        adapter_hidden: inner width of the text adapter (``0`` = linear).
+        adapter_dropout: dropout inside the text adapter; ``None`` = ``dropout``.
     """
 
     def __init__(self, num_items: int, hidden: int = 64, layers: int = 2, heads: int = 1,
                  dropout: float = 0.2, max_len: int = 20, item_embeddings: str = "id",
-                 text_features: torch.Tensor | np.ndarray | None = None, adapter_hidden: int = 256) -> None:
+                 text_features: torch.Tensor | np.ndarray | None = None, adapter_hidden: int = 256,
+                 adapter_dropout: float | None = None) -> None:
         super().__init__()
         if item_embeddings not in ITEM_EMBEDDINGS:
             raise ValueError(f"item_embeddings must be one of {ITEM_EMBEDDINGS}, got {item_embeddings!r}")
@@ -91,7 +96,8 @@ class SASRec(nn.Module):
         self.max_len = max_len
         self.item_embeddings_mode = item_embeddings
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0) if item_embeddings != "text" else None
-        self.text_adapter = (TextAdapter(torch.as_tensor(text_features), hidden, adapter_hidden, dropout)
+        self.text_adapter = (TextAdapter(torch.as_tensor(text_features), hidden, adapter_hidden,
+                                         dropout if adapter_dropout is None else adapter_dropout)
                              if item_embeddings != "id" else None)
         if item_embeddings == "text+id":
             # Items without a training interaction keep no ID part: their row is rebuilt from text alone.

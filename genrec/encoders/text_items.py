@@ -18,6 +18,8 @@ from torch import nn
 from genrec.data.dataset import Item
 
 ITEM_EMBEDDINGS = ("id", "text", "text+id")
+TEXT_NORMS = ("standardize", "whiten")
+ID_INITS = ("normal", "zero")
 
 
 def standardize(x: np.ndarray) -> np.ndarray:
@@ -31,11 +33,33 @@ def standardize(x: np.ndarray) -> np.ndarray:
     return ((x - x.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
 
 
+def whiten(x: np.ndarray, eps: float = 1e-3) -> np.ndarray:
+    """PCA-whiten the items' text vectors ``[N, D]`` → ``[N, D]`` float32.
+
+    Centres them and rotates onto the principal axes of their covariance, each scaled to unit
+    variance, so no handful of directions (the encoder's anisotropy) dominates the adapter's
+    input. ``eps`` (relative to the largest eigenvalue) keeps near-empty directions from being
+    blown up into noise.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    val, vec = np.linalg.eigh(x.T @ x / max(len(x), 1))
+    val = np.clip(val, 0.0, None)
+    return ((x @ vec) / np.sqrt(val + eps * max(float(val.max()), 1e-12))).astype(np.float32)
+
+
+def normalize_features(x: np.ndarray, norm: str = "standardize") -> np.ndarray:
+    """``x`` ``[N, D]`` under ``norm``: ``standardize`` (per dimension) or ``whiten`` (PCA)."""
+    if norm not in TEXT_NORMS:
+        raise ValueError(f"text_norm must be one of {TEXT_NORMS}, got {norm!r}")
+    return standardize(x) if norm == "standardize" else whiten(x)
+
+
 class TextAdapter(nn.Module):
     """Frozen text features ``[N, D]`` → item table ``[N, H]`` through a small MLP.
 
     Args:
-        features: standardised text vectors ``[N, D]``, row ``i`` = item index ``i`` (kept as a
+        features: normalised text vectors ``[N, D]``, row ``i`` = item index ``i`` (kept as a
             buffer, so checkpoints are self-contained).
         hidden: output width ``H`` (the sequence model's hidden size).
         adapter_hidden: inner width of the two-layer MLP; ``0`` = a single linear projection.
@@ -58,12 +82,13 @@ class TextAdapter(nn.Module):
 
 
 def item_text_features(items: list[Item], text_cfg: object, cache_dir: str | Path | None = None,
-                       progress: bool = True) -> np.ndarray:
-    """Standardised text vectors ``[N, D]`` of ``items`` (``items.jsonl`` order).
+                       progress: bool = True, norm: str = "standardize") -> np.ndarray:
+    """Normalised text vectors ``[N, D]`` of ``items`` (``items.jsonl`` order; ``norm``: see
+    :func:`normalize_features`).
 
     ``text_cfg`` is a :class:`~genrec.encoders.text.TextEncoderConfig`; vectors are read from and
     written to the same per-text cache the item tokenizer's semantic stream uses.
     """
     from genrec.encoders.text import embed_items
 
-    return standardize(embed_items(items, text_cfg, cache_dir=cache_dir, progress=progress))
+    return normalize_features(embed_items(items, text_cfg, cache_dir=cache_dir, progress=progress), norm)

@@ -117,7 +117,8 @@ def stream_embeddings(stream: str, cfg: TokenizerConfig, ds: Dataset | None, n: 
         if sas.cold_items:
             raise ConfigError("behavior.sasrec.cold_items is an evaluation protocol of `genrec baseline`; "
                               "set it to 0 and hold items out of the tokenizer with cold_start.cold_items")
-        text = (item_text_features(ds.items, sas.text, cache_dir=cfg.cache_dir, progress=cfg.progress)
+        text = (item_text_features(ds.items, sas.text, cache_dir=cfg.cache_dir, progress=cfg.progress,
+                                    norm=sas.text_norm)
                 if sas.item_embeddings != "id" else None)
         res = train_sasrec(split, sas, progress=cfg.progress, log_path=log_dir / "sasrec_log.jsonl",
                            text_features=text)

@@ -119,5 +119,6 @@ def test_recipes_load():
     assert load_config(SASRecConfig, RECIPES / "baseline_sasrec_beauty.yaml").loss == "ce"
     assert load_config(SASRecConfig, RECIPES / "baseline_sasrec_ml100k.yaml").max_len >= 1
     text = load_config(SASRecConfig, RECIPES / "baseline_sasrec_text.yaml")
-    assert (text.item_embeddings, text.text.model) == ("text+id", "minilm")
+    assert (text.item_embeddings, text.text.model, text.text_norm) == ("text+id", "minilm", "whiten")
+    assert text.adapter_dropout < text.dropout
     assert load_config(PopularityConfig, None, []).test_counts == "train"

@@ -13,7 +13,7 @@ from genrec.baselines.artifact import load_sasrec, rescore, save_checkpoint
 from genrec.baselines.popularity import cold_popularity
 from genrec.data.split import hold_out_items, leave_one_out
 from genrec.encoders.sasrec import SASRecConfig, build_sasrec, evaluate_sasrec, seed_everything, train_sasrec
-from genrec.encoders.text_items import standardize
+from genrec.encoders.text_items import normalize_features, standardize, whiten
 from genrec.testing import make_tiny_llm
 
 FAST = {"hidden": 32, "dropout": 0.1, "lr": 5e-3, "batch_size": 64, "epochs": 40, "patience": 3, "num_threads": 1}
@@ -50,14 +50,49 @@ def test_text_plus_id_rebuilds_unseen_items_from_text_alone(successor):
     assert not torch.allclose(table[torch.from_numpy(~cold)], text[torch.from_numpy(~cold)])
 
 
+def test_whitened_features_are_decorrelated_with_unit_variance():
+    rng = np.random.default_rng(0)
+    # Anisotropic vectors: one shared direction and unequal, correlated dimensions.
+    x = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6)) * np.array([10, 1, 1, 0.1, 5, 2]) + 3.0
+    w = whiten(x, eps=0.0)
+    assert w.shape == x.shape and w.dtype == np.float32
+    np.testing.assert_allclose(w.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(np.cov(w, rowvar=False, bias=True), np.eye(6), atol=1e-3)
+    assert np.abs(np.corrcoef(standardize(x), rowvar=False) - np.eye(6)).max() > 0.1  # standardising keeps correlations
+    np.testing.assert_array_equal(normalize_features(x, "whiten"), whiten(x))
+    with pytest.raises(ValueError, match="text_norm must be one of"):
+        normalize_features(x, "pca")
+
+
+def test_zero_id_init_starts_from_the_text_table(successor):
+    split = leave_one_out(successor, max_history=10)
+    feats = standardize(fourier_features(successor.num_items))
+    cfg = SASRecConfig(**{**FAST, "max_len": 10, "item_embeddings": "text+id", "id_init": "zero"})
+    model = build_sasrec(split, cfg, feats).eval()
+    with torch.no_grad():
+        assert not model.item_emb.weight.any()
+        assert torch.equal(model.item_weight(), model.text_adapter())
+    res = train_sasrec(split, cfg, progress=False, text_features=whiten(fourier_features(successor.num_items)))
+    assert res.test_metrics["recall@10"] > 0.9
+    assert res.model.item_emb.weight[1:].abs().sum() > 0  # the ID rows then learn
+
+
+@pytest.mark.parametrize("adapter_dropout, expected", [(None, 0.1), (0.0, 0.0), (0.3, 0.3)])
+def test_adapter_dropout_defaults_to_the_model_dropout(successor, adapter_dropout, expected):
+    split = leave_one_out(successor, max_history=10)
+    cfg = SASRecConfig(**{**FAST, "max_len": 10, "item_embeddings": "text", "adapter_dropout": adapter_dropout})
+    model = build_sasrec(split, cfg, standardize(fourier_features(successor.num_items)))
+    assert [m.p for m in model.text_adapter.modules() if isinstance(m, torch.nn.Dropout)] == [expected]
+
+
 def test_text_checkpoint_is_self_contained(successor, tmp_path):
     ds = successor
     split = leave_one_out(ds, max_history=10)
-    cfg = SASRecConfig(**{**FAST, "max_len": 10, "item_embeddings": "text", "epochs": 2})
+    cfg = SASRecConfig(**{**FAST, "max_len": 10, "item_embeddings": "text", "epochs": 2, "adapter_dropout": 0.0})
     res = train_sasrec(split, cfg, progress=False, text_features=standardize(fourier_features(ds.num_items)))
     save_checkpoint(res.model, cfg, tmp_path / "model.pt")
     loaded, loaded_cfg = load_sasrec(tmp_path / "model.pt")  # no text encoder needed to score
-    assert loaded_cfg.item_embeddings == "text"
+    assert loaded_cfg.item_embeddings == "text" and loaded_cfg.adapter_dropout == 0.0
     assert evaluate_sasrec(loaded, split.test, loaded_cfg, progress=False) == res.test_metrics
 
 
@@ -99,7 +134,8 @@ def test_cli_text_sasrec_and_cold_start_metrics(successor, tmp_path, monkeypatch
     cold = ["cold_items=0.2", "cold_seed=1"]
     opts = [f"{k}={v}" for k, v in {**FAST, "epochs": 3}.items()]
     assert _baseline(["--data", str(data), "--model", "sasrec", "--out", str(tmp_path / "text"), *cold, *opts,
-                      "item_embeddings=text+id", f"text.model={llm}", "text.max_length=8"]) == 0
+                      "item_embeddings=text+id", f"text.model={llm}", "text.max_length=8", "text_norm=whiten",
+                      "id_init=zero"]) == 0
     assert _baseline(["--data", str(data), "--model", "pop", "--out", str(tmp_path / "pop"), *cold]) == 0
     for name in ("text", "pop"):
         record = json.loads((tmp_path / name / "metrics.json").read_text())
@@ -113,6 +149,10 @@ def test_cli_text_sasrec_and_cold_start_metrics(successor, tmp_path, monkeypatch
 @pytest.mark.parametrize("override, message", [
     ("item_embeddings=glove", "item_embeddings must be one of"),
     ("cold_items=1.5", "cold_items must be in [0, 1)"),
+    ("text_norm=pca", "text_norm must be one of"),
+    ("id_init=ones", "id_init must be one of"),
+    ("adapter_dropout=1.0", "adapter_dropout must be in [0, 1)"),
+    ("id_init=zero", "id_init=zero needs item_embeddings: text+id"),
 ])
 def test_bad_config_exits_2(successor, tmp_path, capsys, override, message):
     data = successor.save(tmp_path / "ds")

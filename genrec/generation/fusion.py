@@ -12,6 +12,7 @@ low and the head proposes items the beam missed. Each candidate's code score is 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -131,12 +132,12 @@ def candidates_for_heads(model: Any, prompt_ids: Sequence[Sequence[int]], trie: 
                 need = None
                 # the k-th best fused find is the bar to clear, the lowest bar over heads and weights
                 # decides; fewer finds than k leave nothing to prune
-                prunable = all(k <= found.shape[1] for _, k in top)
-                for e, w, k in [(e, w, k) for e in range(len(heads)) for w, k in top] if prunable else []:
-                    bar = torch.where(found, known + w * at[e], NEG_INF).topk(k, dim=1).values[:, -1:]
-                    low = bar - w * at[e] - 1e-4  # the margin keeps float rounding from dropping a tie
-                    low = torch.where(own[e], low, torch.full_like(low, float("inf")))  # not head e's to score
-                    need = low if need is None else torch.minimum(need, low)
+                if all(k <= found.shape[1] for _, k in top):
+                    for e, (w, k) in itertools.product(range(len(heads)), top):
+                        bar = torch.where(found, known + w * at[e], NEG_INF).topk(k, dim=1).values[:, -1:]
+                        low = bar - w * at[e] - 1e-4  # the margin keeps float rounding from dropping a tie
+                        low = torch.where(own[e], low, torch.full_like(low, float("inf")))  # not head e's to score
+                        need = low if need is None else torch.minimum(need, low)
                 rest = code_scores(stepper, first, trie.to(first.device), cand.masked_fill(found, -1), need)
                 codes = torch.where(found, known, rest)
     finally:
